@@ -1,0 +1,11 @@
+"""Orthonormal bases U: the pluggable coordinate systems diffusion runs in (DESIGN §2, §4)."""
+from .base import BASES, OrthoBasis, build_basis
+from .blur import GaussianBlurBasis
+from .dct import DCTBasis
+from .fourier import FourierBasis
+from .identity import IdentityBasis
+from .separable import SeparableBasis
+from .wavelet import WaveletBasis
+
+__all__ = ["BASES", "OrthoBasis", "SeparableBasis", "build_basis", "IdentityBasis", "DCTBasis",
+           "FourierBasis", "GaussianBlurBasis", "WaveletBasis"]

@@ -1,0 +1,14 @@
+"""gendiff: diffusion in a rotated coordinate system (DESIGN.md).
+
+    from gendiff import Diffusion, GaussianBlurBasis
+    from gendiff.schedules import VPBlurSchedule
+"""
+from gendiff.bases import (BASES, DCTBasis, FourierBasis, GaussianBlurBasis, IdentityBasis,
+                           OrthoBasis, WaveletBasis, build_basis)
+
+__all__ = ["BASES", "OrthoBasis", "IdentityBasis", "DCTBasis", "FourierBasis", "GaussianBlurBasis",
+           "WaveletBasis", "build_basis"]
+__version__ = "0.1.0"
+from gendiff.diffusion import Diffusion, gaussian_prior  # noqa: E402
+
+__all__ += ["Diffusion", "gaussian_prior"]
