@@ -1,0 +1,200 @@
+"""The generalized diffusion engine: one process, any basis, any schedule (DESIGN §2, §4).
+
+With x̄ = Uᵀx every coordinate is an independent scalar Gaussian process:
+q(x̄_i | x̄_0) = N(a_i x̄_0, s_i²) (Eq. 7). The engine knows the basis only through
+``forward``/``inverse``/``rates`` and the schedule only through ``log_a``/``s2``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from gendiff.bases import OrthoBasis
+from gendiff.samplers import SAMPLERS, StepCoefficients, check_grid, make_grid
+from gendiff.schedules import Schedule
+
+Model = Callable[[Tensor, Tensor], Tensor]
+WEIGHTINGS = ("eps", "score")
+
+
+def gaussian_prior(diffusion: "Diffusion", shape, generator, dtype, device) -> Tensor:
+    """x̄_N ~ N(0, diag(s_N²)) in coefficient space: the default prior (DESIGN §2)."""
+    s_N = diffusion.coefficients(device).s(diffusion.N)
+    z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    return s_N.to(dtype) * z
+
+
+class Diffusion:
+    """A diffusion process diagonal in ``basis`` with per-coordinate marginals from ``schedule``.
+
+    Args:
+        basis: an :class:`OrthoBasis` (acts on the last two axes).
+        schedule: a :class:`Schedule` giving (a_i, s_i) from the basis rates.
+        check_basis: verify orthonormality on random probes at construction (skip for very
+            large custom bases whose transform is slow).
+        validate: check that the schedule is a valid process (σ_i² ≥ 0) for these rates.
+    """
+
+    def __init__(self, basis: OrthoBasis, schedule: Schedule, *, check_basis: bool = True,
+                 validate: bool = True):
+        if not isinstance(basis, OrthoBasis):
+            raise TypeError(f"basis must be an OrthoBasis, got {type(basis).__name__}")
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        if check_basis:
+            basis.check_orthonormal()
+        self.basis, self.schedule = basis, schedule
+        self._rates = basis.rates.to(torch.float64)
+        if validate:
+            schedule.validate(self._rates)
+        self._coefs: dict[torch.device, StepCoefficients] = {}
+
+    @property
+    def N(self) -> int:
+        return self.schedule.N
+
+    def coefficients(self, device=None) -> StepCoefficients:
+        """Per-step float64 (log a_i, s_i) on ``device``, as samplers see them."""
+        device = torch.device(device or "cpu")
+        if device not in self._coefs:
+            self._coefs[device] = StepCoefficients(self.schedule, self._rates, device)
+        return self._coefs[device]
+
+    def _steps(self, i: Tensor, like: Tensor) -> Tensor:
+        i = torch.as_tensor(i, device=like.device)
+        if i.dtype not in (torch.int64, torch.int32) or i.dim() != 1:
+            raise TypeError(f"steps must be a LongTensor of shape (B,), got {i.dtype} {tuple(i.shape)}")
+        if bool(((i < 0) | (i > self.N)).any()):
+            raise ValueError(f"steps must be in 0..N={self.N}, got min {int(i.min())}, max {int(i.max())}")
+        return i
+
+    def marginal(self, i: Tensor) -> tuple[Tensor, Tensor]:
+        """(a_i, s_i), float64, shape (B, 1, H, W) for i of shape (B,) (Eq. 7)."""
+        rates = self.coefficients(torch.as_tensor(i).device).rates
+        return self.schedule.marginal(i, rates)
+
+    def transition(self, i: Tensor) -> tuple[Tensor, Tensor]:
+        """(r_i, σ_i) of q(x̄_i | x̄_{i−1}) = N(r_i x̄_{i−1}, σ_i²), float64, for i ≥ 1."""
+        rates = self.coefficients(torch.as_tensor(i).device).rates
+        r, var = self.schedule.transition(i, rates)
+        return r, var.clamp_min(0).sqrt()
+
+    def _cast_marginal(self, i: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        a, s = self.marginal(self._steps(i, like))
+        return a.to(like.dtype), s.to(like.dtype)
+
+    def q_sample(self, x0: Tensor, i: Tensor, noise: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """x_i = U(a_i ⊙ Uᵀx_0 + s_i ⊙ Uᵀε) (Eq. 8); returns (x_i, ε) with ε in pixel space.
+
+        Args:
+            x0: data, (B, C, H, W).
+            i: steps, LongTensor (B,).
+            noise: pixel-space ε; drawn (with ``generator``) when omitted.
+        """
+        a, s = self._cast_marginal(i, x0)
+        if noise is None:
+            eps_bar = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+            noise = self.basis.inverse(eps_bar)
+        else:
+            eps_bar = self.basis.forward(noise)
+        return self.basis.inverse(a * self.basis.forward(x0) + s * eps_bar), noise
+
+    def loss(self, model: Model, x0: Tensor, *, i: Tensor | None = None, weighting: str = "eps",
+             generator: torch.Generator | None = None) -> Tensor:
+        """E‖ε_θ(x_i, i) − ε‖² with i uniform on 1..N (Eq. 18), a scalar.
+
+        Args:
+            model: ``model(x_i, i) -> ε̂`` in pixel space.
+            x0: a data batch.
+            i: steps to use instead of uniform ones.
+            weighting: ``"eps"`` (Eq. 18, the paper's default) or ``"score"`` (Eq. 17:
+                ‖U diag(1/s_i) Uᵀ(ε_θ − ε)‖², the score-matching weighting).
+            generator: for the steps and the noise.
+        """
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; valid: {list(WEIGHTINGS)}")
+        if i is None:
+            i = torch.randint(1, self.N + 1, (x0.shape[0],), generator=generator, device=x0.device)
+        x_i, eps = self.q_sample(x0, i, generator=generator)
+        err = model(x_i, i) - eps
+        if weighting == "score":
+            err = self.basis.forward(err) / self._cast_marginal(i, x0)[1]
+        return err.pow(2).mean()
+
+    def score(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
+        """∇ log q(x_i | x_0) = −U(Uᵀε / s_i) (Eq. 15–16 with the exponent −1/2, DESIGN §2)."""
+        return -self.basis.inverse(self.basis.forward(eps) / self._cast_marginal(i, x_i)[1])
+
+    def eps_to_x0(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
+        """x̂_0 = U((Uᵀx_i − s_i Uᵀε)/a_i). Unstable where a_i underflows; for display."""
+        a, s = self._cast_marginal(i, x_i)
+        return self.basis.inverse((self.basis.forward(x_i) - s * self.basis.forward(eps)) / a)
+
+    def x0_to_eps(self, x_i: Tensor, i: Tensor, x0: Tensor) -> Tensor:
+        """ε = U((Uᵀx_i − a_i Uᵀx_0)/s_i), for i ≥ 1."""
+        a, s = self._cast_marginal(i, x_i)
+        return self.basis.inverse((self.basis.forward(x_i) - a * self.basis.forward(x0)) / s)
+
+    def eps_to_score(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
+        return self.score(x_i, i, eps)
+
+    def grid(self, sampler: str = "dpm++2m", steps: int | None = None,
+             timesteps: Sequence[int] | None = None) -> list[int]:
+        """The step grid ``sample`` would use: explicit ``timesteps`` or the sampler's default."""
+        spec = self._sampler(sampler)
+        if timesteps is not None:
+            return check_grid(timesteps, self.N)
+        return make_grid(self.N, steps or spec.steps or self.N, spec.grid)
+
+    def _sampler(self, name: str):
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; valid: {sorted(SAMPLERS)}")
+        return SAMPLERS[name]
+
+    @torch.no_grad()
+    def sample(self, model: Model, shape: Sequence[int], *, sampler: str = "dpm++2m",
+               steps: int | None = None, timesteps: Sequence[int] | None = None,
+               generator: torch.Generator | None = None, callback: Callable | None = None,
+               progress: bool = True, prior: Callable = gaussian_prior,
+               dtype: torch.dtype = torch.float32, device=None, **sampler_kwargs) -> Tensor:
+        """Draw samples x_0 (pixel space) by running ``sampler`` from the prior.
+
+        Args:
+            model: ``model(x_i, i) -> ε̂``, x_i (B, C, H, W), i LongTensor (B,).
+            shape: (B, C, H, W).
+            sampler: ``"reverse"`` (Eq. 19–20, all N steps), ``"ancestral"``, ``"ddim"``
+                (``eta=`` as keyword) or ``"dpm++2m"`` (the fast default).
+            steps: number of network evaluations on the sampler's default grid.
+            timesteps: an explicit strictly decreasing grid ending in 0 (overrides ``steps``).
+            generator: makes the samples reproducible.
+            callback: called per step with ``{"i", "x", "x0"}`` in pixel space.
+            progress: show a progress bar.
+            prior: ``prior(diffusion, shape, generator, dtype, device) -> x̄_T`` (coefficients
+                at the grid's first step).
+            dtype, device: of the samples (default float32 on the generator's or CPU device).
+        """
+        spec = self._sampler(sampler)
+        grid = self.grid(sampler, steps, timesteps)
+        device = torch.device(device) if device is not None else (
+            generator.device if generator is not None else torch.device("cpu"))
+        coef = self.coefficients(device)
+        batch = shape[0]
+
+        def eps(x_bar: Tensor, i: int) -> Tensor:
+            i_b = torch.full((batch,), i, dtype=torch.long, device=device)
+            return self.basis.forward(model(self.basis.inverse(x_bar), i_b))
+
+        x = prior(self, tuple(shape), generator, dtype, device)
+        if grid[0] != self.N:  # start from the marginal at t_0, not at N
+            x = x * (coef.s(grid[0]) / coef.s(self.N)).to(dtype)
+        cb = None if callback is None else (lambda d: callback(
+            {"i": d["i"], "x": self.basis.inverse(d["x"]), "x0": self.basis.inverse(d["x0"])}))
+        x = spec.fn(eps, x, grid, coef, generator=generator, callback=cb, disable=not progress,
+                    **sampler_kwargs)
+        return self.basis.inverse(x)
+
+    def __repr__(self) -> str:
+        return f"Diffusion({self.basis!r}, {type(self.schedule).__name__}(N={self.N}))"

@@ -1,0 +1,84 @@
+"""Exact answers on Gaussian data: the oracle denoiser and each sampler's output variance.
+
+For data x̄_0 ~ N(0, diag(λ)) in the diffusion's basis every coordinate stays Gaussian, the
+exact ε-predictor is linear, ε̂̄ = s x̄ / (a²λ + s²), and so every sampler step is linear with
+Gaussian noise. The recursions below follow each sampler's update as written in its paper
+(scalar per coordinate, float64) and give the exact output variance — written independently of
+``gendiff.samplers`` so tests can check the samplers against them, and the benchmark can report
+KL(sampled ‖ data) without Monte Carlo error.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def oracle_model(diffusion, lam: Tensor):
+    """``model(x_i, i) -> ε̂`` (pixel space) exact for data N(0, U diag(λ) Uᵀ)."""
+    def model(x: Tensor, i: Tensor) -> Tensor:
+        a, s = diffusion.marginal(i)
+        k = (s / (a ** 2 * lam + s ** 2)).to(x.dtype)
+        return diffusion.basis.inverse(k * diffusion.basis.forward(x))
+    return model
+
+
+def _ms(diffusion, i: int):
+    """(log a_i, a_i, s_i); log a stays finite where a_i underflows to 0."""
+    i = torch.tensor([i])
+    la = diffusion.schedule.log_a(i, diffusion.coefficients().rates)[0]
+    return la, la.exp(), diffusion.marginal(i)[1][0]
+
+
+def _x0_gain(a, s, lam):
+    """E[x̄_0 | x̄_t] = aλ/(a²λ + s²) x̄_t (the oracle's x̂̄_0, no division by a)."""
+    return a * lam / (a ** 2 * lam + s ** 2)
+
+
+def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
+                    eta: float = 0.0) -> Tensor:
+    """Per-coordinate variance of the samples (coefficient space) started from N(0, s_T²)."""
+    lam = lam.to(torch.float64)
+    _, a_T, s_T = _ms(diffusion, timesteps[0])
+    g, g_prev, v = torch.ones_like(lam), None, torch.zeros_like(lam)  # x = g·x_T + noise(var v)
+    h_prev, x0g_prev, a_prev = None, None, None
+    for t, u in zip(timesteps[:-1], timesteps[1:]):
+        (la_t, a_t, s_t), (la_u, a_u, s_u) = _ms(diffusion, t), _ms(diffusion, u)
+        k = s_t / (a_t ** 2 * lam + s_t ** 2)           # ε̂ = k x_t
+        x0 = _x0_gain(a_t, s_t, lam)                    # x̂_0 = x0 · x_t
+        r = torch.exp(la_t - la_u)
+        var = (s_t ** 2 - r ** 2 * s_u ** 2).clamp_min(0)
+        c2 = torch.zeros_like(lam)
+        if sampler == "reverse":                         # Eq. 20: (2 − r)x − σ²/s ε̂ + σ z
+            m = 2 - r - var / s_t * k
+            c2 = var if u > 0 else c2
+        elif sampler in ("ancestral", "ddim"):
+            post = var * s_u ** 2 / s_t ** 2             # posterior variance (Ho et al. Eq. 7)
+            c2 = post if sampler == "ancestral" else eta ** 2 * post
+            if sampler == "ancestral":                   # μ̃ = a_u σ²/s_t² x̂_0 + r s_u²/s_t² x_t
+                m = a_u * var / s_t ** 2 * x0 + r * s_u ** 2 / s_t ** 2
+            else:                                        # DDIM: a_u x̂_0 + √(s_u² − c²) ε̂ + c z
+                m = a_u * x0 + (s_u ** 2 - c2).clamp_min(0).sqrt() * k
+        elif sampler == "dpm++2m":
+            if u == 0:
+                g = x0 * g
+                break
+            h = (la_u - torch.log(s_u)) - (la_t - torch.log(s_t))
+            phi = 1 - torch.exp(-h)
+            if h_prev is None:                           # first step: DPM-Solver++(1) = DDIM(0)
+                new_g = (s_u / s_t) * g + phi * a_u * x0 * g
+            else:                                        # Lu et al. 2022, Alg. 2
+                rr = h_prev / h
+                d = (1 + 1 / (2 * rr)) * x0 * g - (1 / (2 * rr)) * x0g_prev
+                new_g = (s_u / s_t) * g + phi * a_u * d
+            h_prev, x0g_prev, g = h, x0 * g, new_g
+            continue
+        else:
+            raise ValueError(f"no oracle recursion for sampler {sampler!r}")
+        g, v = m * g, m ** 2 * v + c2
+    return g ** 2 * s_T ** 2 + v
+
+
+def gaussian_kl(v: Tensor, lam: Tensor) -> float:
+    """Mean over coordinates of KL(N(0, v) ‖ N(0, λ)), in nats per dimension."""
+    q = v / lam
+    return float((0.5 * (q - 1 - torch.log(q))).mean())

@@ -1,0 +1,41 @@
+"""Samplers: plain functions over a coefficient-space ε-predictor and a step grid.
+
+Register a new one with ``SAMPLERS["name"] = Sampler(fn, default_grid, default_steps)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .common import StepCoefficients
+from .ddim import sample_ddim
+from .dpm_solver import sample_dpmpp_2m
+from .grids import GRIDS, check_grid, make_grid, power_grid, uniform_grid
+from .stochastic import sample_ancestral, sample_reverse
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler function with its default grid.
+
+    Args:
+        fn: ``fn(eps, x, timesteps, coef, *, generator, callback, disable, **opts)``.
+        grid: default grid kind (see :data:`GRIDS`).
+        steps: default number of network evaluations; ``None`` means all N steps.
+    """
+
+    fn: Callable
+    grid: str = "uniform"
+    steps: int | None = 50
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "reverse": Sampler(sample_reverse, "uniform", None),
+    "ancestral": Sampler(sample_ancestral, "uniform", 100),
+    "ddim": Sampler(sample_ddim, "uniform", 50),
+    "dpm++2m": Sampler(sample_dpmpp_2m, "quadratic", 50),
+}
+
+__all__ = ["SAMPLERS", "Sampler", "StepCoefficients", "GRIDS", "check_grid", "make_grid",
+           "power_grid", "uniform_grid", "sample_reverse", "sample_ancestral", "sample_ddim",
+           "sample_dpmpp_2m"]

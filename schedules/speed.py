@@ -1,0 +1,66 @@
+"""The blur speed f(i): how many units of blur step i applies (DESIGN §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import numpy as np
+
+SpeedFn = Callable[[np.ndarray, int], np.ndarray]
+
+
+def _linear(i, N, f_N, f_1):
+    return (f_N - f_1) * (i - 1) / (N - 1) + f_1
+
+
+def _triangular(i, N, f_N, f_1):
+    # The official code: linear for i < N/2, then the linear ramp read backwards from N − i.
+    return np.where(i < N / 2, _linear(i, N, f_N, f_1), _linear(N - i, N, f_N, f_1))
+
+
+FORMS: dict[str, Callable] = {
+    "linear": _linear,
+    "log": lambda i, N, f_N, f_1: f_1 + (f_N - f_1) * np.log(i) / np.log(N),
+    "quadratic": lambda i, N, f_N, f_1: (f_N - f_1) * (i ** 2 - 1) / (N ** 2 - 1) + f_1,
+    "cubic": lambda i, N, f_N, f_1: (f_N - f_1) * (i / N) ** 3 + f_1,
+    "quartic": lambda i, N, f_N, f_1: (f_N - f_1) * (i / N) ** 4 + f_1,
+    "triangular": _triangular,
+    "none": lambda i, N, f_N, f_1: np.zeros_like(i),
+}
+
+
+@dataclass(frozen=True)
+class SpeedSchedule:
+    """f(i) for i = 1..N with f_N = (σ_max/σ)², f_1 = (σ_min/σ)² (the paper's f_type and f(N)).
+
+    The effective blur std after step i is σ·√F(i), F(i) = Σ_{j≤i} f(j).
+
+    Args:
+        kind: one of ``linear, log, quadratic, cubic, quartic, triangular, none``, or a callable
+            ``f(i, N) -> array`` on the integer array i = 1..N.
+        f_N: f at the last step (0.140625 for the paper's σ_max = 0.15 with σ = 0.4).
+        f_1: f at the first step (0 in the paper).
+    """
+
+    kind: Union[str, SpeedFn] = "linear"
+    f_N: float = 0.0
+    f_1: float = 0.0
+
+    def __post_init__(self):
+        if not callable(self.kind) and self.kind not in FORMS:
+            raise ValueError(f"unknown blur speed {self.kind!r}; valid: {sorted(FORMS)} or a callable")
+
+    @classmethod
+    def from_sigmas(cls, kind, sigma_max: float, sigma_min: float = 0.0, sigma: float = 0.4):
+        """Build from the official code's σ_max, σ_min and kernel σ."""
+        return cls(kind, (sigma_max / sigma) ** 2, (sigma_min / sigma) ** 2)
+
+    def values(self, N: int) -> np.ndarray:
+        """f(i) for i = 0..N as float64 (f(0) = 0: step 0 is the data)."""
+        i = np.arange(1, N + 1, dtype=np.float64)
+        f = self.kind(i, N) if callable(self.kind) else FORMS[self.kind](i, N, self.f_N, self.f_1)
+        return np.concatenate([[0.0], np.broadcast_to(np.asarray(f, np.float64), i.shape)])
+
+    def cumulative(self, N: int) -> np.ndarray:
+        """F(i) = Σ_{j=1}^{i} f(j), i = 0..N."""
+        return np.cumsum(self.values(N))
