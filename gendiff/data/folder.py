@@ -1,0 +1,158 @@
+"""Images from a folder tree, and the decoding helpers the other datasets share.
+
+``ImageFolderDataset`` walks ``root`` recursively, keeps every file whose extension is one of
+``IMAGE_EXTENSIONS`` (case-insensitive) and resizes each image to ``size x size`` by a plain
+resize of the WHOLE image: no cropping, so the aspect ratio is not preserved. This is how the
+blurring-diffusion / heat-dissipation papers prepared LSUN, and it keeps every pixel of the
+scene in the training image.
+
+Files that cannot be decoded are skipped at read time: ``__getitem__`` returns the next readable
+image instead, the file is counted in ``n_skipped`` and a warning is issued once per dataset
+object. With a multi-process DataLoader each worker holds its own copy of the dataset, so the
+count in the main process only covers what the main process itself read.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+_MODES = {1: "L", 3: "RGB"}
+
+
+def to_value_range(x01: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Map a tensor with values in [0, 1] linearly onto ``value_range = (lo, hi)``."""
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if not hi > lo:
+        raise ValueError(f"value_range must be (lo, hi) with lo < hi, got {value_range!r}")
+    return x01 * (hi - lo) + lo
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit grayscale (PNG/TIFF) to 8-bit "L" by scaling; PIL's convert() would clip at 255."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        arr = np.asarray(img, dtype=np.float64) / 257.0  # 65535 -> 255
+        return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
+    return img
+
+
+def pil_to_tensor(img: Image.Image, size: int, channels: int,
+                  value_range: tuple[float, float]) -> torch.Tensor:
+    """Convert a PIL image to a float32 ``(channels, size, size)`` tensor in ``value_range``.
+
+    The whole image is resized to ``size x size`` (bicubic; PIL antialiases when shrinking);
+    nothing is cropped, so the aspect ratio is not preserved.
+    """
+    img = _to_8bit(img).convert(_MODES[channels])
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    x = torch.from_numpy(arr.reshape(size, size, channels)).permute(2, 0, 1).contiguous()
+    return to_value_range(x, value_range)
+
+
+def decode_image(data: bytes | str | os.PathLike) -> Image.Image:
+    """Decode an image from encoded bytes or a file path, fully, and apply EXIF orientation.
+
+    ``Image.open`` is lazy; ``load()`` forces the decode here so that truncated or corrupt files
+    fail inside the caller's try-block rather than later.
+    """
+    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    with Image.open(src) as img:
+        img.load()
+        # Camera JPEGs store rotation as a tag; apply it so portraits are not lying sideways.
+        return ImageOps.exif_transpose(img)
+
+
+def check_size_channels(size: int, channels: int) -> None:
+    """Raise ValueError for a non-positive ``size`` or a channel count other than 1 or 3."""
+    if int(size) < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    if channels not in _MODES:
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted for a stable order).
+
+    Raises FileNotFoundError naming ``root`` if it is missing or holds no image files.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {str(root)!r} (not a directory)")
+    files = sorted(p for p in root.rglob("*")
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise FileNotFoundError(
+            f"no image files under {str(root)!r} (searched recursively for extensions "
+            f"{', '.join(IMAGE_EXTENSIONS)}, case-insensitive)")
+    return files
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """All images under a folder, resized (not cropped) to ``size x size``.
+
+    Args:
+        root: folder to search recursively for ``IMAGE_EXTENSIONS`` files.
+        size: output height and width in pixels.
+        channels: 3 for RGB, 1 for grayscale (converted with PIL's luminance formula).
+        value_range: ``(lo, hi)`` that pixel values in [0, 1] are mapped to linearly.
+
+    Attributes:
+        files: the sorted list of image paths.
+        n_skipped: how many distinct files failed to decode so far (in this process).
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int = 64, channels: int = 3,
+                 value_range: tuple[float, float] = (-1.0, 1.0)):
+        check_size_channels(size, channels)
+        to_value_range(torch.zeros(()), value_range)  # validate early
+        self.root = Path(root).expanduser()
+        self.files = list_images(self.root)
+        self.size, self.channels, self.value_range = int(size), channels, tuple(value_range)
+        self._bad: set[int] = set()
+        self._warned = False
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self._bad)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        n = len(self.files)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        index %= n
+        # Walk forward past unreadable files; one full lap means nothing is readable.
+        for step in range(n):
+            i = (index + step) % n
+            if i in self._bad:
+                continue
+            try:
+                img = decode_image(self.files[i])
+            except Exception as err:  # PIL raises many types for bad data
+                self._skip(i, err)
+                continue
+            return pil_to_tensor(img, self.size, self.channels, self.value_range)
+        raise RuntimeError(f"none of the {n} image files under {str(self.root)!r} is readable")
+
+    def _skip(self, i: int, err: Exception) -> None:
+        """Remember file ``i`` as unreadable and warn the first time this happens."""
+        self._bad.add(i)
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"skipping unreadable image {str(self.files[i])!r} ({err!r}); "
+                          f"further failures are counted in .n_skipped without warning",
+                          RuntimeWarning, stacklevel=3)
+
+    def __repr__(self) -> str:
+        return (f"ImageFolderDataset(root={str(self.root)!r}, n={len(self)}, size={self.size}, "
+                f"channels={self.channels}, value_range={self.value_range})")

@@ -1,0 +1,221 @@
+"""LSUN scenes from the official LMDB release (e.g. ``church_outdoor_train_lmdb/``).
+
+Layout: ``root`` is the ``<category>_train_lmdb/`` folder holding ``data.mdb`` (and ``lock.mdb``).
+Each record maps a key (a hex SHA-1 as bytes) to the encoded image: webp in the official
+release, jpeg in some re-exports; both are decoded with PIL.
+
+Choices, and why:
+
+* The key list is read once (a full cursor walk takes minutes on the big categories) and cached
+  in a pickle OUTSIDE the data folder, because that folder is often read-only (shared storage).
+  Default location: ``$XDG_CACHE_HOME/gendiff/lsun_keys/<sha1 of abs path>.pkl`` (``~/.cache``
+  when XDG_CACHE_HOME is unset); ``cache_dir`` overrides it. The cache is ignored and rebuilt
+  when ``data.mdb`` changes size or modification time.
+* The LMDB environment is opened lazily, once per process and shared by every dataset on the
+  same folder (py-lmdb >= 3 refuses a second open in one process). An environment must not
+  cross a ``fork``, so each DataLoader worker closes its inherited copy and opens its own on
+  first use (``shared_env``).
+* Images are resized to ``size x size`` WITHOUT cropping (aspect not preserved), as in the
+  papers' LSUN setups. The official runs used ``value_range=(0, 1)``; pass it explicitly.
+* Records that are missing or do not decode are skipped: ``__getitem__`` returns the next good
+  record, counts the bad one in ``n_corrupt`` (per process) and warns once.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import lmdb
+import torch
+
+from gendiff.data.folder import check_size_channels, decode_image, pil_to_tensor, to_value_range
+
+_CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/gendiff/lsun_keys`` (``~/.cache/...`` when the variable is unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gendiff" / "lsun_keys"
+
+
+def _open_env(root: Path, max_readers: int) -> lmdb.Environment:
+    # Read-only and lock-free: the folder may be read-only, and we never write.
+    # readahead=False because access is random; meminit=False skips zeroing unused buffers.
+    return lmdb.open(str(root), readonly=True, lock=False, readahead=False, meminit=False,
+                     max_readers=max_readers)
+
+
+_ENVS: dict[str, tuple[int, lmdb.Environment]] = {}  # root -> (pid that opened it, env)
+_ENVS_LOCK = threading.Lock()
+
+
+def shared_env(root: Path, max_readers: int = 126) -> lmdb.Environment:
+    """This process's single read-only environment for ``root``, opened on first use.
+
+    One per process and root, shared by all datasets on that root, because py-lmdb >= 3 refuses
+    to open the same environment twice in one process. An environment inherited through
+    ``fork`` (DataLoader workers) must not be used by the child: the child closes its copy (this
+    unmaps only the child's memory; with ``lock=False`` no lock is shared with the parent) and
+    opens its own.
+    """
+    key = str(root)
+    with _ENVS_LOCK:
+        pid, env = _ENVS.get(key, (None, None))
+        if env is not None and pid != os.getpid():
+            env.close()
+            env = None
+        if env is None:
+            env = _open_env(root, max_readers)
+            _ENVS[key] = (os.getpid(), env)
+        return env
+
+
+def _list_keys(root: Path, max_readers: int) -> list[bytes]:
+    """Walk the whole database once for its keys (values are not read)."""
+    with shared_env(root, max_readers).begin(write=False) as txn:
+        return list(txn.cursor().iternext(keys=True, values=False))
+
+
+def _fingerprint(root: Path) -> dict:
+    """What identifies this database's contents cheaply: path, size and mtime of data.mdb."""
+    st = (root / "data.mdb").stat()
+    return {"version": _CACHE_VERSION, "root": str(root), "bytes": st.st_size,
+            "mtime_ns": st.st_mtime_ns}
+
+
+def _read_cached_keys(path: Path, fingerprint: dict) -> list[bytes] | None:
+    """Keys from the cache file, or None if it is absent, unreadable or stale."""
+    try:
+        with open(path, "rb") as f:
+            payload = pickle.load(f)
+    except Exception:  # absent, truncated, or from an incompatible version: rebuild
+        return None
+    if not isinstance(payload, dict) or payload.get("fingerprint") != fingerprint:
+        return None
+    return payload["keys"]
+
+
+def _write_cached_keys(path: Path, fingerprint: dict, keys: list[bytes]) -> None:
+    """Write the cache atomically (temp file + rename) so concurrent jobs never see half a file."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump({"fingerprint": fingerprint, "keys": keys}, f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only home is not a reason to refuse to train
+        warnings.warn(f"could not write the LSUN key cache {str(path)!r}: {err}", RuntimeWarning)
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_keys(root: Path, cache_dir: str | os.PathLike | None = None,
+              max_readers: int = 126) -> tuple[list[bytes], Path]:
+    """All record keys of the LMDB at ``root``, from the cache when fresh, and the cache path."""
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = cache_dir / (hashlib.sha1(str(root).encode()).hexdigest() + ".pkl")
+    fingerprint = _fingerprint(root)
+    keys = _read_cached_keys(cache, fingerprint)
+    if keys is None:
+        keys = _list_keys(root, max_readers)
+        _write_cached_keys(cache, fingerprint, keys)
+    return keys, cache
+
+
+def resolve_lsun_root(root: str | os.PathLike) -> Path:
+    """Absolute path of the LMDB folder; accepts the folder or its ``data.mdb`` file.
+
+    Raises FileNotFoundError naming the path if there is no ``data.mdb``.
+    """
+    path = Path(root).expanduser().resolve()
+    if path.name == "data.mdb" and path.is_file():
+        path = path.parent
+    if not (path / "data.mdb").is_file():
+        raise FileNotFoundError(f"LSUN LMDB not found: {str(path)!r} has no data.mdb "
+                                f"(expected the <category>_train_lmdb/ folder)")
+    return path
+
+
+class LSUNDataset(torch.utils.data.Dataset):
+    """One LSUN category read from its official LMDB, resized (not cropped) to ``size x size``.
+
+    Args:
+        root: the ``<category>_train_lmdb/`` folder (or its ``data.mdb``).
+        size: output height and width in pixels.
+        value_range: ``(lo, hi)`` that pixel values in [0, 1] are mapped to; the official runs
+            used ``(0, 1)``.
+        cache_dir: where the key-list cache goes; default ``~/.cache/gendiff/lsun_keys``.
+        max_readers: passed to ``lmdb.open`` (how many read transactions one process may hold).
+
+    Attributes:
+        keys: record keys in database order.
+        key_cache: path of the key-list cache file.
+        n_corrupt: how many distinct records failed to decode so far (in this process).
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int = 64,
+                 value_range: tuple[float, float] = (-1.0, 1.0),
+                 cache_dir: str | os.PathLike | None = None, max_readers: int = 126):
+        check_size_channels(size, 3)
+        to_value_range(torch.zeros(()), value_range)  # validate early
+        self.root = resolve_lsun_root(root)
+        self.size, self.value_range, self.max_readers = int(size), tuple(value_range), max_readers
+        self.keys, self.key_cache = load_keys(self.root, cache_dir, max_readers)
+        if not self.keys:
+            raise FileNotFoundError(f"LSUN LMDB {str(self.root)!r} holds no records")
+        self._bad: set[int] = set()
+        self._warned = False
+
+    @property
+    def n_corrupt(self) -> int:
+        return len(self._bad)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _read(self, env: lmdb.Environment, i: int) -> bytes:
+        with env.begin(write=False, buffers=False) as txn:
+            data = txn.get(self.keys[i])
+        if data is None:
+            raise KeyError(f"key {self.keys[i]!r} has no value")
+        return data
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        n = len(self.keys)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} records")
+        index %= n
+        # Outside the try: an environment that cannot open is not a bad record; fail loudly.
+        env = shared_env(self.root, self.max_readers)
+        for step in range(n):  # one full lap without a good record means give up
+            i = (index + step) % n
+            if i in self._bad:
+                continue
+            try:  # a damaged page (lmdb.Error) or undecodable bytes (PIL) both count as corrupt
+                img = decode_image(self._read(env, i))
+            except Exception as err:
+                self._skip(i, err)
+                continue
+            return pil_to_tensor(img, self.size, 3, self.value_range)
+        raise RuntimeError(f"none of the {n} records in {str(self.root)!r} decodes")
+
+    def _skip(self, i: int, err: Exception) -> None:
+        """Remember record ``i`` as corrupt and warn the first time this happens."""
+        self._bad.add(i)
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"skipping corrupt LSUN record {self.keys[i]!r} in {str(self.root)!r} "
+                          f"({err!r}); further ones are counted in .n_corrupt without warning",
+                          RuntimeWarning, stacklevel=3)
+
+    def __repr__(self) -> str:
+        return (f"LSUNDataset(root={str(self.root)!r}, n={len(self)}, size={self.size}, "
+                f"value_range={self.value_range})")
