@@ -12,18 +12,12 @@ import torch
 from torch import Tensor
 
 from gendiff.bases import OrthoBasis
+from gendiff.parameterization import EpsPrediction, Parameterization
+from gendiff.priors import gaussian_prior
 from gendiff.samplers import SAMPLERS, StepCoefficients, check_grid, make_grid
 from gendiff.schedules import Schedule
 
 Model = Callable[[Tensor, Tensor], Tensor]
-WEIGHTINGS = ("eps", "score")
-
-
-def gaussian_prior(diffusion: "Diffusion", shape, generator, dtype, device) -> Tensor:
-    """x̄_N ~ N(0, diag(s_N²)) in coefficient space: the default prior (DESIGN §2)."""
-    s_N = diffusion.coefficients(device).s(diffusion.N)
-    z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-    return s_N.to(dtype) * z
 
 
 class Diffusion:
@@ -32,12 +26,15 @@ class Diffusion:
     Args:
         basis: an :class:`OrthoBasis` (acts on the last two axes).
         schedule: a :class:`Schedule` giving (a_i, s_i) from the basis rates.
+        parameterization: what the network predicts (default :class:`EpsPrediction`, the paper's
+            ε with the Eq. 18 loss).
         check_basis: verify orthonormality on random probes at construction (skip for very
             large custom bases whose transform is slow).
         validate: check that the schedule is a valid process (σ_i² ≥ 0) for these rates.
     """
 
-    def __init__(self, basis: OrthoBasis, schedule: Schedule, *, check_basis: bool = True,
+    def __init__(self, basis: OrthoBasis, schedule: Schedule, *,
+                 parameterization: Parameterization | None = None, check_basis: bool = True,
                  validate: bool = True):
         if not isinstance(basis, OrthoBasis):
             raise TypeError(f"basis must be an OrthoBasis, got {type(basis).__name__}")
@@ -46,6 +43,7 @@ class Diffusion:
         if check_basis:
             basis.check_orthonormal()
         self.basis, self.schedule = basis, schedule
+        self.parameterization = parameterization or EpsPrediction()
         self._rates = basis.rates.to(torch.float64)
         if validate:
             schedule.validate(self._rates)
@@ -102,27 +100,19 @@ class Diffusion:
             eps_bar = self.basis.forward(noise)
         return self.basis.inverse(a * self.basis.forward(x0) + s * eps_bar), noise
 
-    def loss(self, model: Model, x0: Tensor, *, i: Tensor | None = None, weighting: str = "eps",
+    def loss(self, model: Model, x0: Tensor, *, i: Tensor | None = None,
              generator: torch.Generator | None = None) -> Tensor:
-        """E‖ε_θ(x_i, i) − ε‖² with i uniform on 1..N (Eq. 18), a scalar.
+        """The parameterization's training loss (Eq. 18 by default), a scalar.
 
         Args:
-            model: ``model(x_i, i) -> ε̂`` in pixel space.
+            model: ``model(x_i, i)`` in pixel space.
             x0: a data batch.
-            i: steps to use instead of uniform ones.
-            weighting: ``"eps"`` (Eq. 18, the paper's default) or ``"score"`` (Eq. 17:
-                ‖U diag(1/s_i) Uᵀ(ε_θ − ε)‖², the score-matching weighting).
+            i: steps to use; default uniform on 1..N.
             generator: for the steps and the noise.
         """
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}; valid: {list(WEIGHTINGS)}")
         if i is None:
             i = torch.randint(1, self.N + 1, (x0.shape[0],), generator=generator, device=x0.device)
-        x_i, eps = self.q_sample(x0, i, generator=generator)
-        err = model(x_i, i) - eps
-        if weighting == "score":
-            err = self.basis.forward(err) / self._cast_marginal(i, x0)[1]
-        return err.pow(2).mean()
+        return self.parameterization.loss(self, model, x0, self._steps(i, x0), generator=generator)
 
     def score(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
         """∇ log q(x_i | x_0) = −U(Uᵀε / s_i) (Eq. 15–16 with the exponent −1/2, DESIGN §2)."""
@@ -163,7 +153,8 @@ class Diffusion:
         """Draw samples x_0 (pixel space) by running ``sampler`` from the prior.
 
         Args:
-            model: ``model(x_i, i) -> ε̂``, x_i (B, C, H, W), i LongTensor (B,).
+            model: ``model(x_i, i)`` (ε̂ for the default parameterization), x_i (B, C, H, W),
+                i LongTensor (B,).
             shape: (B, C, H, W).
             sampler: ``"reverse"`` (Eq. 19–20, all N steps), ``"ancestral"``, ``"ddim"``
                 (``eta=`` as keyword) or ``"dpm++2m"`` (the fast default).
@@ -172,8 +163,8 @@ class Diffusion:
             generator: makes the samples reproducible.
             callback: called per step with ``{"i", "x", "x0"}`` in pixel space.
             progress: show a progress bar.
-            prior: ``prior(diffusion, shape, generator, dtype, device) -> x̄_T`` (coefficients
-                at the grid's first step).
+            prior: ``prior(diffusion, shape, t0, generator, dtype, device) -> x̄_{t0}``
+                (coefficients at the grid's first step; see ``gendiff.priors``).
             dtype, device: of the samples (default float32 on the generator's or CPU device).
         """
         spec = self._sampler(sampler)
@@ -183,16 +174,15 @@ class Diffusion:
         coef = self.coefficients(device)
         batch = shape[0]
 
-        def eps(x_bar: Tensor, i: int) -> Tensor:
+        def denoise(x_bar: Tensor, i: int) -> Tensor:
             i_b = torch.full((batch,), i, dtype=torch.long, device=device)
-            return self.basis.forward(model(self.basis.inverse(x_bar), i_b))
+            out = self.basis.forward(model(self.basis.inverse(x_bar), i_b))
+            return self.parameterization.denoise(out, x_bar, i, coef)
 
-        x = prior(self, tuple(shape), generator, dtype, device)
-        if grid[0] != self.N:  # start from the marginal at t_0, not at N
-            x = x * (coef.s(grid[0]) / coef.s(self.N)).to(dtype)
+        x = prior(self, tuple(shape), grid[0], generator, dtype, device)
         cb = None if callback is None else (lambda d: callback(
             {"i": d["i"], "x": self.basis.inverse(d["x"]), "x0": self.basis.inverse(d["x0"])}))
-        x = spec.fn(eps, x, grid, coef, generator=generator, callback=cb, disable=not progress,
+        x = spec.fn(denoise, x, grid, coef, generator=generator, callback=cb, disable=not progress,
                     **sampler_kwargs)
         return self.basis.inverse(x)
 

@@ -35,12 +35,19 @@ def _x0_gain(a, s, lam):
 
 
 def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
-                    eta: float = 0.0) -> Tensor:
-    """Per-coordinate variance of the samples (coefficient space) started from N(0, s_T²)."""
+                    eta: float = 0.0, delta_scale: float = 1.25, v_T: Tensor | None = None) -> Tensor:
+    """Per-coordinate variance of the samples (coefficient space).
+
+    Args:
+        diffusion, lam: the process and the data's per-coordinate variance λ.
+        sampler, timesteps: which sampler, on which grid (``eta``, ``delta_scale`` as in it).
+        v_T: the variance of the start x̄_{t0}; default s_{t0}², the Gaussian prior.
+    """
     lam = lam.to(torch.float64)
     _, a_T, s_T = _ms(diffusion, timesteps[0])
-    g, g_prev, v = torch.ones_like(lam), None, torch.zeros_like(lam)  # x = g·x_T + noise(var v)
-    h_prev, x0g_prev, a_prev = None, None, None
+    v_T = s_T ** 2 if v_T is None else v_T
+    g, v = torch.ones_like(lam), torch.zeros_like(lam)  # x = g·x_T + noise(var v)
+    h_prev, x0g_prev = None, None
     for t, u in zip(timesteps[:-1], timesteps[1:]):
         (la_t, a_t, s_t), (la_u, a_u, s_u) = _ms(diffusion, t), _ms(diffusion, u)
         k = s_t / (a_t ** 2 * lam + s_t ** 2)           # ε̂ = k x_t
@@ -51,6 +58,9 @@ def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
         if sampler == "reverse":                         # Eq. 20: (2 − r)x − σ²/s ε̂ + σ z
             m = 2 - r - var / s_t * k
             c2 = var if u > 0 else c2
+        elif sampler == "ihdm":                          # μ = a_u x̂_0, then + δ z
+            m = a_u * x0
+            c2 = (delta_scale * s_u) ** 2 if u > 0 else c2
         elif sampler in ("ancestral", "ddim"):
             post = var * s_u ** 2 / s_t ** 2             # posterior variance (Ho et al. Eq. 7)
             c2 = post if sampler == "ancestral" else eta ** 2 * post
@@ -75,7 +85,7 @@ def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
         else:
             raise ValueError(f"no oracle recursion for sampler {sampler!r}")
         g, v = m * g, m ** 2 * v + c2
-    return g ** 2 * s_T ** 2 + v
+    return g ** 2 * v_T + v
 
 
 def gaussian_kl(v: Tensor, lam: Tensor) -> float:

@@ -1,8 +1,10 @@
 """Schedules: per-coordinate (a_i, s_i) from the basis rates (DESIGN §2, §3)."""
 from . import noise
 from .base import SCHEDULES, Schedule, ScheduleError, build_schedule
+from .blurring import BlurringDiffusionSchedule
+from .heat import HeatDissipationSchedule
 from .speed import SpeedSchedule
 from .vp_blur import VPBlurSchedule, fine_to_coarse_rates
 
-__all__ = ["SCHEDULES", "Schedule", "ScheduleError", "SpeedSchedule", "VPBlurSchedule",
+__all__ = ["BlurringDiffusionSchedule", "HeatDissipationSchedule", "SCHEDULES", "Schedule", "ScheduleError", "SpeedSchedule", "VPBlurSchedule",
            "build_schedule", "fine_to_coarse_rates", "noise"]

@@ -10,6 +10,7 @@ from typing import Callable
 from .common import StepCoefficients
 from .ddim import sample_ddim
 from .dpm_solver import sample_dpmpp_2m
+from .ihdm import sample_ihdm
 from .grids import GRIDS, check_grid, make_grid, power_grid, uniform_grid
 from .stochastic import sample_ancestral, sample_reverse
 
@@ -19,7 +20,7 @@ class Sampler:
     """A sampler function with its default grid.
 
     Args:
-        fn: ``fn(eps, x, timesteps, coef, *, generator, callback, disable, **opts)``.
+        fn: ``fn(denoise, x, timesteps, coef, *, generator, callback, disable, **opts)``.
         grid: default grid kind (see :data:`GRIDS`).
         steps: default number of network evaluations; ``None`` means all N steps.
     """
@@ -34,8 +35,9 @@ SAMPLERS: dict[str, Sampler] = {
     "ancestral": Sampler(sample_ancestral, "uniform", 100),
     "ddim": Sampler(sample_ddim, "uniform", 50),
     "dpm++2m": Sampler(sample_dpmpp_2m, "quadratic", 50),
+    "ihdm": Sampler(sample_ihdm, "uniform", None),
 }
 
 __all__ = ["SAMPLERS", "Sampler", "StepCoefficients", "GRIDS", "check_grid", "make_grid",
            "power_grid", "uniform_grid", "sample_reverse", "sample_ancestral", "sample_ddim",
-           "sample_dpmpp_2m"]
+           "sample_dpmpp_2m", "sample_ihdm"]

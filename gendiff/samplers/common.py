@@ -2,19 +2,17 @@
 
 A sampler is a plain function (k-diffusion style)::
 
-    sampler(eps, x, timesteps, coef, *, generator=None, callback=None, disable=False, **opts)
+    sampler(denoise, x, timesteps, coef, *, generator=None, callback=None, disable=False, **opts)
 
-- ``eps(x̄, i) -> ε̂̄``: the noise prediction in coefficient space (the engine wraps the model
-  with one ``inverse`` before it and one ``forward`` after it);
+- ``denoise(x̄, i) -> x̂̄_0``: the data prediction in coefficient space (the engine wraps the
+  model with one ``inverse`` before it and one ``forward`` after it, and the parameterization
+  turns the model's output — ε̂, or IHDM's residual mean — into x̂̄_0);
 - ``x``: x̄ at ``timesteps[0]``, in coefficient space; the sampler returns x̄ at step 0;
 - ``coef``: a :class:`StepCoefficients` — per-coordinate log a_i and s_i as float64 tensors;
 - ``callback({"i": i, "x": x̄_i, "x0": x̂̄_0})`` once per step, in coefficient space.
 
 Per-coordinate multipliers are computed in float64 from log a (finite where a underflows) and
-cast once per step. x̂̄_0 = (x̄ − s ε̂̄)/a is formed only where the coordinate still carries
-signal (a/s ≥ SNR_FLOOR); elsewhere it is the prior mean 0. That is the exact posterior mean to
-O(a/s), and it keeps a network's ε error from being multiplied by s/a (10^70 for the paper's
-log 0.6 schedule at 64², where a_N underflows).
+cast once per step. Samplers never divide by a: they use x̂̄_0 (bounded) and ε̄ = (x̄ − a x̂̄_0)/s.
 """
 from __future__ import annotations
 
@@ -25,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-EpsFn = Callable[[Tensor, int], Tensor]
+Denoiser = Callable[[Tensor, int], Tensor]
 # Below this a/s a coordinate holds no recoverable data: x̂_0 there is its prior mean 0.
 SNR_FLOOR = 1e-3
 
@@ -64,11 +62,20 @@ class StepCoefficients:
             var = self.s2(t) - r ** 2 * self.s2(u)
         return r, var.clamp_min(0)
 
-    def x0(self, x: Tensor, eps: Tensor, i: int) -> Tensor:
-        """x̂̄_0 = (x̄ − s ε̂̄)/a where a/s ≥ SNR_FLOOR, else 0 (nothing left to recover there)."""
+    def inv_a(self, i: int) -> Tensor:
+        """1/a_i where a_i/s_i ≥ SNR_FLOOR, else 0 (float64).
+
+        Dividing by a only where the coordinate still carries signal gives x̂̄_0 = 0, the prior
+        mean, elsewhere: the exact posterior mean to O(a/s), and it keeps a network's error from
+        being multiplied by s/a (10^70 for the paper's log 0.6 schedule at 64², where a_N
+        underflows).
+        """
         la, s = self.log_a(i), self.s(i)
-        inv_a = torch.where(la - s.log() >= math.log(SNR_FLOOR), torch.exp(-la), torch.zeros_like(la))
-        return cast(inv_a, x) * (x - cast(s, x) * eps)
+        return torch.where(la - s.log() >= math.log(SNR_FLOOR), torch.exp(-la), torch.zeros_like(la))
+
+    def eps(self, x: Tensor, x0: Tensor, i: int) -> Tensor:
+        """ε̄ = (x̄ − a x̂̄_0)/s, the noise consistent with x̂̄_0 (i ≥ 1)."""
+        return (x - cast(self.log_a(i).exp(), x) * x0) / cast(self.s(i), x)
 
 
 def cast(c: Tensor, like: Tensor) -> Tensor:

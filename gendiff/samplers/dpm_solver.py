@@ -7,7 +7,7 @@ from torch import Tensor
 from .common import cast, report, step_pairs
 
 
-def sample_dpmpp_2m(eps, x: Tensor, timesteps, coef, *, generator=None, callback=None,
+def sample_dpmpp_2m(denoise, x: Tensor, timesteps, coef, *, generator=None, callback=None,
                     disable=False) -> Tensor:
     """Second-order multistep exponential integrator in data-prediction form (Lu et al., Alg. 2).
 
@@ -18,7 +18,7 @@ def sample_dpmpp_2m(eps, x: Tensor, timesteps, coef, *, generator=None, callback
     """
     prev = None
     for t, u in step_pairs(timesteps, disable, "dpm++2m"):
-        x0 = coef.x0(x, eps(x, t), t)
+        x0 = denoise(x, t)
         report(callback, t, x, x0)
         if u == 0:
             return x0
