@@ -1,0 +1,48 @@
+"""Pictures people would rather look at than read: sample grids, forward strips, trajectories."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+
+def to_unit(x: Tensor, value_range: tuple[float, float]) -> Tensor:
+    """Map images from ``value_range`` to [0, 1] and clamp."""
+    lo, hi = value_range
+    return ((x.float() - lo) / (hi - lo)).clamp(0, 1)
+
+
+def save_grid(x: Tensor, path: str | Path, value_range=(-1.0, 1.0), nrow: int | None = None) -> Path:
+    """Save a (B, C, H, W) batch as one PNG grid (``nrow`` images per row, default √B)."""
+    nrow = nrow or max(1, int(round(x.shape[0] ** 0.5)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(to_unit(x.cpu(), value_range), nrow=nrow, padding=1, pad_value=1.0), path)
+    return path
+
+
+@torch.no_grad()
+def forward_strip(diffusion, x0: Tensor, path, columns: int = 8, value_range=(-1.0, 1.0),
+                  generator: torch.Generator | None = None) -> Path:
+    """x_0 … x_N of the forward process: one row per image, the same noise along a row."""
+    steps = torch.linspace(0, diffusion.N, columns).round().long()
+    noise = diffusion.basis.inverse(torch.randn(x0.shape, generator=generator, dtype=x0.dtype))
+    cols = [diffusion.q_sample(x0, steps[k].repeat(x0.shape[0]), noise=noise)[0] for k in range(columns)]
+    return save_grid(torch.stack(cols, 1).flatten(0, 1), path, value_range, nrow=columns)
+
+
+@torch.no_grad()
+def trajectory(diffusion, model, shape, path, frames: int = 8, value_range=(-1.0, 1.0),
+               generator: torch.Generator | None = None, **sample_kwargs) -> tuple[Path, Tensor]:
+    """The predicted x̂_0 along the reverse process (coarse to fine), one row per sample.
+
+    Returns the figure's path and the final samples.
+    """
+    seen: list[tuple[int, Tensor]] = []
+    out = diffusion.sample(model, shape, generator=generator, progress=False,
+                           callback=lambda d: seen.append((d["i"], d["x0"].cpu())), **sample_kwargs)
+    pick = torch.linspace(0, len(seen) - 1, frames - 1).round().long().unique()
+    cols = [seen[k][1] for k in pick.tolist()] + [out.cpu()]
+    return save_grid(torch.stack(cols, 1).flatten(0, 1), path, value_range, nrow=len(cols)), out

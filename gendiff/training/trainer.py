@@ -1,0 +1,235 @@
+"""The Lightning Fabric trainer: one loop for CPU, one GPU, DDP and bf16, resumable exactly."""
+from __future__ import annotations
+
+import random
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning_fabric import Fabric
+from tqdm.auto import tqdm
+
+from gendiff.bases import build_basis
+from gendiff.data import build_dataset
+from gendiff.diffusion import Diffusion
+from gendiff.figures import forward_strip, save_grid
+from gendiff.models import UNetConfig, build_model
+from gendiff.parameterization import build_parameterization
+from gendiff.priors import build_prior
+from gendiff.schedules import build_schedule
+
+from .checkpoint import latest_checkpoint, save_atomic
+from .config import RunConfig
+from .csvlog import CSVLog
+from .ema import ema_model
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Batch indices for steps start..steps-1, each drawn from a generator seeded by the step.
+
+    Sampling with replacement from (seed, rank, step) makes the data order a pure function of
+    the step, so a resumed run sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, n: int, batch: int, start: int, steps: int, seed: int, rank: int):
+        self.n, self.batch, self.start, self.steps, self.seed, self.rank = n, batch, start, steps, seed, rank
+
+    def __iter__(self):
+        for k in range(self.start, self.steps):
+            g = torch.Generator().manual_seed(hash((self.seed, self.rank, k)) & 0x7FFFFFFF)
+            yield torch.randint(self.n, (self.batch,), generator=g).tolist()
+
+    def __len__(self):
+        return max(0, self.steps - self.start)
+
+
+class Trainer:
+    """Train ``config``'s model with ``diffusion.loss`` and write everything to ``run_dir``.
+
+    Args:
+        config: the run (basis, schedule, model, data, training and Fabric settings).
+        run_dir: output folder (default ``<out_dir>/<name>``).
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str | Path | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir or Path(config.out_dir) / config.name)
+        fc = config.fabric
+        self.fabric = Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy,
+                             num_nodes=fc.num_nodes, precision=fc.precision,
+                             loggers=_loggers(self.run_dir))
+        self._stop_signal: int | None = None
+
+    def setup(self) -> None:
+        """Data first (a bad path fails before the model is built), then model, EMA, optimizer."""
+        c, fabric = self.config, self.fabric
+        fabric.launch()
+        self.dataset = build_dataset(c.data.spec, split="train", size=c.data.size,
+                                     value_range=c.data.value_range, channels=c.data.channels)
+        self.diffusion = build_diffusion(c)
+        self.prior = build_prior(c.prior, lambda: self.dataset)
+        torch.manual_seed(c.train.seed)  # identical initialisation on every rank
+        self.raw_model = build_model(UNetConfig(**c.model))
+        self.ema = ema_model(self.raw_model, c.train.ema_decay, c.train.ema_warmup).to(fabric.device)
+        opt = torch.optim.Adam(self.raw_model.parameters(), lr=c.train.lr)
+        self.model, self.optimizer = fabric.setup(self.raw_model, opt)
+        self.generator = torch.Generator(fabric.device).manual_seed(c.train.seed * 7919 + fabric.global_rank)
+        self.step = 0
+
+    def state(self) -> dict:
+        return {"model": self.model, "ema": self.ema, "optimizer": self.optimizer, "step": self.step,
+                "generator": self.generator.get_state(), "config": self.config.to_dict(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                        "python": random.getstate()}}
+
+    @property
+    def interrupted(self) -> bool:
+        """True when SIGTERM/SIGINT stopped :meth:`fit` early (a checkpoint was saved)."""
+        return self._stop_signal is not None
+
+    def save(self) -> Path:
+        return save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state())
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Restore from ``path`` or ``run_dir/last.ckpt``; False when there is nothing to resume."""
+        path = Path(path) if path else latest_checkpoint(self.run_dir)
+        if path is None or not path.is_file():
+            return False
+        # Our own checkpoints hold RNG states (tuples, numpy arrays): not weights-only material.
+        rest = self.fabric.load(path, {"model": self.model, "ema": self.ema, "optimizer": self.optimizer},
+                                weights_only=False)
+        self.step = int(rest["step"])
+        self.generator.set_state(rest["generator"])
+        torch.set_rng_state(rest["rng"]["torch"])
+        np.random.set_state(rest["rng"]["numpy"])
+        random.setstate(rest["rng"]["python"])
+        return True
+
+    def _loader(self):
+        t = self.config.train
+        sampler = StepBatches(len(self.dataset), t.batch_size, self.step, t.steps, t.seed,
+                              self.fabric.global_rank)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=t.num_workers)
+        return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+
+    def fit(self) -> Path:
+        """Train to ``config.train.steps``; returns the last checkpoint's path."""
+        c, fabric = self.config.train, self.fabric
+        if fabric.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(self.config.to_json())
+            self._forward_figure()
+        log = CSVLog(self.run_dir / "metrics.csv", self.step) if fabric.is_global_zero else None
+        old = _install_signal_handlers(self)
+        bar = tqdm(total=c.steps, initial=self.step, disable=not fabric.is_global_zero, desc="train")
+        try:
+            for x0 in self._loader():
+                loss = self._train_step(x0)
+                self.step += 1
+                bar.update(1)
+                if self.step % c.log_every == 0 or self.step == c.steps:
+                    metrics = {"loss": loss, "ema_n": float(self.ema.n_averaged)}
+                    fabric.log_dict(metrics, step=self.step)
+                    if log is not None:
+                        log.log(metrics, self.step)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                if c.sample_every and self.step % c.sample_every == 0:
+                    self.sample_grid()
+                if self.step % c.ckpt_every == 0 or self.step == c.steps or self._stop_signal:
+                    self.save()
+                if self._stop_signal:
+                    break
+        finally:
+            bar.close()
+            _restore_signal_handlers(old)
+            for logger in fabric.loggers:
+                logger.finalize("success")
+        return self.run_dir / "last.ckpt"
+
+    def _train_step(self, x0: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.diffusion.loss(self.model, x0, generator=self.generator)
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise NonFiniteLossError(
+                f"loss is {value} at step {self.step + 1}; stopping. The last good checkpoint is "
+                f"{latest_checkpoint(self.run_dir)} (lower the lr, set grad_clip, or use 32-true).")
+        self.fabric.backward(loss)
+        if self.config.train.grad_clip:
+            self.fabric.clip_gradients(self.model, self.optimizer, max_norm=self.config.train.grad_clip)
+        self.optimizer.step()
+        self.ema.update_parameters(self.raw_model)
+        return value
+
+    def sample_grid(self, n: int | None = None, path: Path | None = None) -> Path | None:
+        """EMA samples with the configured sampler, as ``samples.png`` (rank 0 only)."""
+        if not self.fabric.is_global_zero:
+            return None
+        t, d = self.config.train, self.config.data
+        n = n or t.sample_n
+        g = torch.Generator(self.fabric.device).manual_seed(1234)
+        x = self.diffusion.sample(self.ema.module.eval(), (n, d.channels, d.size, d.size), sampler=t.sampler,
+                                  steps=t.sample_steps, generator=g, progress=False, device=self.fabric.device,
+                                  prior=self.prior)
+        save_grid(x, path or self.run_dir / "samples.png", d.value_range)
+        return path or self.run_dir / "samples.png"
+
+    def _forward_figure(self) -> None:
+        x0 = torch.stack([self.dataset[k] for k in range(min(6, len(self.dataset)))])
+        forward_strip(self.diffusion, x0, self.run_dir / "forward.png",
+                      value_range=self.config.data.value_range, generator=torch.Generator().manual_seed(0))
+
+
+def _loggers(run_dir: Path):
+    """TensorBoard when it is installed (metrics.csv is always written by CSVLog)."""
+    try:
+        from lightning_fabric.loggers import TensorBoardLogger
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return []
+    return [TensorBoardLogger(run_dir, name="tb")]
+
+
+def _install_signal_handlers(trainer: Trainer):
+    """SIGTERM/SIGINT finish the current step, save a checkpoint and stop (main thread only)."""
+    def handler(signum, frame):
+        trainer._stop_signal = signum
+    try:
+        return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread
+        return {}
+
+
+def _restore_signal_handlers(old) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+def build_diffusion(config: RunConfig) -> Diffusion:
+    return Diffusion(build_basis(config.basis), build_schedule(config.schedule),
+                     parameterization=build_parameterization(config.parameterization))
+
+
+def load_run(ckpt: str | Path, device="cpu"):
+    """(RunConfig, Diffusion, EMA model) from a checkpoint, for sampling and evaluation.
+
+    The checkpoint holds the full config, so nothing else is needed to rebuild the run.
+    """
+    state = torch.load(ckpt, map_location=device, weights_only=False)
+    config = RunConfig.from_dict(state["config"])
+    diffusion = build_diffusion(config)
+    model = build_model(UNetConfig(**config.model))
+    ema = ema_model(model, config.train.ema_decay)
+    ema.load_state_dict(state["ema"])
+    return config, diffusion, ema.module.to(device).eval()
+
+
+def load_prior(config: RunConfig):
+    """The run's sampling prior; loads the training data only if the prior needs it."""
+    d = config.data
+    return build_prior(config.prior, lambda: build_dataset(d.spec, "train", d.size, d.value_range, d.channels))

@@ -1,0 +1,100 @@
+"""What every training recipe shares: the flags, the embedded CPU demo settings and the run.
+
+Recipes parse argv; the library never does.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from gendiff.figures import trajectory  # noqa: E402
+from gendiff.models import PRESETS as MODELS  # noqa: E402
+from gendiff.training import FabricConfig, RunConfig, TrainConfig, Trainer  # noqa: E402
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Flags for naming, optimisation, devices and resumption."""
+    p.add_argument("--name", help="run name (the folder under --out)")
+    p.add_argument("--out", default="runs")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--ema-decay", type=float)
+    p.add_argument("--model", choices=sorted(MODELS), help="UNet preset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt-every", type=int)
+    p.add_argument("--sample-every", type=int)
+    p.add_argument("--sample-steps", type=int, help="network evaluations for the sample grids")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
+    p.add_argument("--devices", default="1")
+    p.add_argument("--strategy", default="auto", help="auto, ddp, …")
+    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--precision", default="32-true", help="32-true (the papers) or bf16-mixed")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/<name>/last.ckpt")
+    p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+
+
+# The embedded CPU demo: sized so 2 cores finish in minutes (DESIGN issue 5 measurements).
+DEMO_TRAIN = TrainConfig(steps=2000, batch_size=64, lr=1e-3, ema_decay=0.999, log_every=25,
+                         ckpt_every=500, sample_every=0, sample_n=64)
+
+
+def train_config(args, base: TrainConfig) -> TrainConfig:
+    """``base`` with the command line's overrides (and ``--quick``'s shortening) applied."""
+    over = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema_decay,
+            "ckpt_every": args.ckpt_every, "sample_every": args.sample_every, "sample_steps": args.sample_steps}
+    t = replace(base, seed=args.seed, num_workers=args.num_workers, **{k: v for k, v in over.items() if v is not None})
+    if args.quick:
+        t = replace(t, steps=min(t.steps, 20), ckpt_every=10, sample_n=16, log_every=5)
+    return t
+
+
+def fabric_config(args) -> FabricConfig:
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    return FabricConfig(args.accelerator, devices, args.strategy, args.num_nodes, args.precision)
+
+
+def run(config: RunConfig, args, sampler: str = "dpm++2m", full_size_hint: str | None = None) -> Path | None:
+    """Train (resuming if asked), then draw the trajectory and the sample grid; print where all went."""
+    trainer = Trainer(config)
+    trainer.setup()
+    if args.resume and trainer.resume():
+        print(f"resumed {trainer.run_dir / 'last.ckpt'} at step {trainer.step}")
+    t0 = time.time()
+    ckpt = trainer.fit()
+    if trainer.interrupted:
+        raise SystemExit(f"stopped by a signal at step {trainer.step}; checkpoint {ckpt}; continue with: "
+                         f"python {sys.argv[0]} {' '.join(a for a in sys.argv[1:] if a != '--resume')} --resume")
+    if not trainer.fabric.is_global_zero:
+        return None
+    d, t = config.data, config.train
+    print(f"trained {trainer.step} steps in {time.time() - t0:.0f} s; sampling with {sampler} …")
+    ema = trainer.ema.module.eval()
+    g = torch.Generator(trainer.fabric.device).manual_seed(t.seed)
+    steps = None if sampler in ("ihdm", "reverse") else t.sample_steps
+    trajectory(trainer.diffusion, ema, (8, d.channels, d.size, d.size), trainer.run_dir / "trajectory.png",
+               value_range=d.value_range, generator=g, sampler=sampler, steps=steps,
+               device=trainer.fabric.device, prior=trainer.prior)
+    trainer.sample_grid(n=t.sample_n)
+    report(trainer.run_dir, ckpt, full_size_hint)
+    return trainer.run_dir
+
+
+def report(run_dir: Path, ckpt: Path, full_size_hint: str | None) -> None:
+    print(f"\nrun folder: {run_dir}")
+    for name, what in [("samples.png", "EMA samples"), ("forward.png", "the forward process x_0 … x_N"),
+                       ("trajectory.png", "predicted x̂_0 along the reverse process (last column: the sample)"),
+                       (ckpt.name, "resumable checkpoint (model, EMA, optimizer, step, RNG, config)"),
+                       ("config.json", "the full run configuration"), ("metrics.csv", "training loss log")]:
+        print(f"  {run_dir / name}: {what}")
+    print(f"\nmore samples: python recipes/sample.py --ckpt {ckpt} --n 64")
+    if full_size_hint:
+        print(full_size_hint)

@@ -1,0 +1,60 @@
+"""Sample from a checkpoint: a grid and numbered PNGs (for FID), in batches.
+
+    python recipes/sample.py --ckpt runs/demo-digits/last.ckpt --sampler dpm++2m --steps 50 --n 64
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gendiff.figures import save_grid, to_unit  # noqa: E402
+from gendiff.samplers import SAMPLERS  # noqa: E402
+from gendiff.training import load_prior, load_run  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--sampler", default="dpm++2m", choices=sorted(SAMPLERS))
+    p.add_argument("--steps", type=int, help="network evaluations (default: the sampler's)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM only")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: <run>/samples-<sampler>-<steps>)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    if not Path(args.ckpt).is_file():
+        raise SystemExit(f"no checkpoint at {args.ckpt}")
+    config, diffusion, model = load_run(args.ckpt, args.device)
+    d, prior = config.data, load_prior(config)
+    out = Path(args.out or Path(args.ckpt).parent / f"samples-{args.sampler}-{args.steps or 'default'}")
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator(args.device).manual_seed(args.seed)
+    opts = {"eta": args.eta} if args.sampler == "ddim" else {}
+    batches, k = [], 0
+    for start in tqdm(range(0, args.n, args.batch_size), desc="batches"):
+        b = min(args.batch_size, args.n - start)
+        x = diffusion.sample(model, (b, d.channels, d.size, d.size), sampler=args.sampler, steps=args.steps,
+                             generator=g, device=args.device, progress=False, prior=prior, **opts).cpu()
+        for img in to_unit(x, d.value_range):
+            save_grid(img[None], out / f"{k:06d}.png", (0.0, 1.0), nrow=1)
+            k += 1
+        batches.append(x)
+    grid = save_grid(torch.cat(batches)[:256], out / "grid.png", d.value_range)
+    print(f"{k} samples in {out}; grid: {grid}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

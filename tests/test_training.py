@@ -1,0 +1,103 @@
+"""The trainer, the recipes and resumption, on embedded data with tiny models (CPU)."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from gendiff import GaussianBlurBasis
+from gendiff.models import PRESETS
+from gendiff.schedules import VPBlurSchedule
+from gendiff.training import DataConfig, FabricConfig, RunConfig, TrainConfig, Trainer, load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path, steps=20, name="run", **train):
+    model = replace(PRESETS["tiny"], in_channels=1, out_channels=1)
+    t = TrainConfig(steps=steps, batch_size=16, lr=2e-3, ema_decay=0.99, log_every=5, ckpt_every=10,
+                    sample_every=0, sample_n=4, sample_steps=5, **train)
+    return RunConfig(name, GaussianBlurBasis((16, 16)).config(), VPBlurSchedule("quartic", 0.14, N=100).config(),
+                     asdict(model), DataConfig("digits", 16, 1), t, FabricConfig("cpu", 1), str(tmp_path))
+
+
+def eval_loss(trainer):
+    x0 = torch.stack([trainer.dataset[k] for k in range(64)])
+    g = torch.Generator().manual_seed(0)
+    i = torch.randint(1, trainer.diffusion.N + 1, (64,), generator=g)
+    with torch.no_grad():
+        return float(trainer.diffusion.loss(trainer.model, x0, i=i, generator=g))
+
+
+def test_training_reduces_the_loss(tmp_path):
+    tr = Trainer(tiny_config(tmp_path, steps=60))
+    tr.setup()
+    before = eval_loss(tr)
+    tr.fit()
+    assert eval_loss(tr) < 0.7 * before
+    run = tmp_path / "run"
+    assert {"config.json", "last.ckpt", "metrics.csv", "forward.png"} <= {p.name for p in run.iterdir()}
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 60
+
+
+def params(trainer):
+    return torch.cat([p.detach().flatten() for p in trainer.raw_model.parameters()])
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = Trainer(tiny_config(tmp_path, steps=20, name="full"))
+    full.setup()
+    full.fit()
+    half = Trainer(tiny_config(tmp_path, steps=10, name="split"))
+    half.setup()
+    half.fit()
+    rest = Trainer(tiny_config(tmp_path, steps=20, name="split"))
+    rest.setup()
+    assert rest.resume() and rest.step == 10
+    rest.fit()
+    torch.testing.assert_close(params(rest), params(full), atol=1e-6, rtol=0)
+    ema_full = torch.cat([p.flatten() for p in full.ema.parameters()])
+    ema_rest = torch.cat([p.flatten() for p in rest.ema.parameters()])
+    torch.testing.assert_close(ema_rest, ema_full, atol=1e-6, rtol=0)
+
+
+def test_missing_data_fails_before_the_model(tmp_path):
+    cfg = replace(tiny_config(tmp_path), data=DataConfig(str(tmp_path / "nope"), 16, 1))
+    tr = Trainer(cfg)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        tr.setup()
+    assert not hasattr(tr, "raw_model")
+
+
+def run_recipe(*args, timeout=600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_default_recipe_quick_and_sample(tmp_path):
+    out = run_recipe("recipes/lsun_blur.py", "--quick", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "demo-digits"
+    for f in ["samples.png", "forward.png", "trajectory.png", "last.ckpt", "config.json", "metrics.csv"]:
+        assert (run / f).is_file(), f
+    assert "recipes/sample.py" in out.stdout
+    res = run_recipe("recipes/sample.py", "--ckpt", str(run / "last.ckpt"), "--n", "5", "--batch-size", "3",
+                     "--steps", "4", "--out", str(tmp_path / "s"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "s").glob("0*.png")) == [f"{k:06d}.png" for k in range(5)]
+    assert (tmp_path / "s" / "grid.png").is_file()
+    config, diffusion, model = load_run(run / "last.ckpt")
+    assert config.name == "demo-digits" and diffusion.N == 1000
+
+
+def test_ddp_on_cpu_two_processes(tmp_path):
+    out = run_recipe("recipes/lsun_blur.py", "--quick", "--out", str(tmp_path), "--accelerator", "cpu",
+                     "--devices", "2", "--strategy", "ddp", "--model", "tiny", "--steps", "6")
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpts = list(tmp_path.rglob("*.ckpt"))
+    assert [p.name for p in ckpts] == ["last.ckpt"]
+    assert torch.load(ckpts[0], weights_only=False)["step"] == 6
