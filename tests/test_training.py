@@ -92,6 +92,14 @@ def test_default_recipe_quick_and_sample(tmp_path):
     assert (tmp_path / "s" / "grid.png").is_file()
     config, diffusion, model = load_run(run / "last.ckpt")
     assert config.name == "demo-digits" and diffusion.N == 1000
+    ev = run_recipe("recipes/evaluate.py", "--ckpt", str(run / "last.ckpt"), "--n", "16", "--seeds", "0", "1",
+                    "--steps", "5", "--out", str(tmp_path / "ev"),
+                    "--inception", str(tmp_path / "nowhere" / "inception-2015-12-05.pt"))
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert {"swd_16", "swd_8", "spec_high"} <= set(metrics["summary"])
+    assert "inception-2015-12-05.pt" in metrics["per_seed"][0]["fid_unavailable"]  # no weights offline
+    assert (tmp_path / "ev" / "spectrum.png").is_file() and (tmp_path / "ev" / "samples.png").is_file()
 
 
 def test_ddp_on_cpu_two_processes(tmp_path):
