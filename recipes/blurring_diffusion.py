@@ -9,9 +9,7 @@ Published defaults for 32×32: σ_B,max = 20, d_min = 0.001, the log-SNR cosine 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, replace
-
-from common import DEMO_TRAIN, MODELS, add_run_args, fabric_config, run, train_config
+from common import DEMO_TRAIN, add_data_args, add_run_args, data_channels, fabric_config, model_dict, run, train_config
 
 from gendiff import DCTBasis
 from gendiff.schedules import BlurringDiffusionSchedule
@@ -20,8 +18,7 @@ from gendiff.training import DataConfig, RunConfig
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="digits", help="embedded name (digits, photos, photos-gray) or a folder")
-    p.add_argument("--size", type=int, default=32)
+    add_data_args(p, size=32)
     p.add_argument("--N", type=int, default=1000)
     p.add_argument("--sigma-B-max", type=float, default=20.0)
     p.add_argument("--d-min", type=float, default=0.001)
@@ -32,11 +29,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    channels = 1 if args.data in ("digits", "photos-gray") else 3
-    model = replace(MODELS[args.model or "small"], image_size=args.size, in_channels=channels, out_channels=channels)
+    channels = data_channels(args.data)
     config = RunConfig(
         args.name or f"blurring-{args.data}", DCTBasis((args.size, args.size)).config(),
-        BlurringDiffusionSchedule(args.N, args.sigma_B_max, args.d_min).config(), asdict(model),
+        BlurringDiffusionSchedule(args.N, args.sigma_B_max, args.d_min).config(), model_dict(args, channels),
         DataConfig(args.data, args.size, channels), train_config(args, DEMO_TRAIN), fabric_config(args), args.out)
     return run(config, args, args.sampler)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +40,22 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="32-true", help="32-true (the papers) or bf16-mixed")
     p.add_argument("--resume", action="store_true", help="continue from <out>/<name>/last.ckpt")
     p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+
+
+def add_data_args(p: argparse.ArgumentParser, size: int) -> None:
+    p.add_argument("--data", default="digits", help="embedded name (digits, photos, photos-gray) or a folder")
+    p.add_argument("--size", type=int, default=size)
+
+
+def data_channels(spec: str) -> int:
+    """1 for the grayscale embedded sets, else 3."""
+    return 1 if spec in ("digits", "photos-gray") else 3
+
+
+def model_dict(args, channels: int, default: str = "small") -> dict:
+    """The chosen UNet preset sized for ``--size`` and ``channels``, as a config dict."""
+    m = MODELS[args.model or default]
+    return asdict(replace(m, image_size=args.size, in_channels=channels, out_channels=channels))
 
 
 # The embedded CPU demo: sized so 2 cores finish in minutes (DESIGN issue 5 measurements).

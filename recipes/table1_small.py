@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from common import DEMO_TRAIN, MODELS, add_run_args, fabric_config, run, train_config
+from common import DEMO_TRAIN, add_data_args, add_run_args, data_channels, fabric_config, model_dict, run, train_config
 from evaluate import evaluate_checkpoint
 
 from gendiff import GaussianBlurBasis
@@ -39,8 +39,7 @@ def scaled_f_N(kind: str, f_N: float, size: int) -> float:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="digits")
-    p.add_argument("--size", type=int, default=16)
+    add_data_args(p, size=16)
     p.add_argument("--rows", nargs="+", default=list(PAPER_ROWS), choices=list(PAPER_ROWS))
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--eval-n", type=int, help="samples per seed (default: held-out size)")
@@ -52,11 +51,10 @@ def parse_args(argv=None):
 
 def row_config(args, row: str) -> RunConfig:
     kind, f_N = PAPER_ROWS[row]
-    channels = 1 if args.data in ("digits", "photos-gray") else 3
-    model = replace(MODELS[args.model or "small"], image_size=args.size, in_channels=channels, out_channels=channels)
+    channels = data_channels(args.data)
     schedule = VPBlurSchedule(kind, scaled_f_N(kind, f_N, args.size), N=N)
     return RunConfig(row, GaussianBlurBasis((args.size, args.size), sigma=SIGMA).config(), schedule.config(),
-                     asdict(model), DataConfig(args.data, args.size, channels),
+                     model_dict(args, channels), DataConfig(args.data, args.size, channels),
                      train_config(args, replace(DEMO_TRAIN, steps=3000)), fabric_config(args), args.out)
 
 

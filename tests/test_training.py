@@ -109,3 +109,12 @@ def test_ddp_on_cpu_two_processes(tmp_path):
     ckpts = list(tmp_path.rglob("*.ckpt"))
     assert [p.name for p in ckpts] == ["last.ckpt"]
     assert torch.load(ckpts[0], weights_only=False)["step"] == 6
+
+
+@pytest.mark.parametrize("recipe,extra", [("heat_dissipation", ["--K", "20"]), ("blurring_diffusion", ["--N", "100"])])
+def test_family_recipes_quick(tmp_path, recipe, extra):
+    out = run_recipe(f"recipes/{recipe}.py", "--quick", "--steps", "4", "--size", "16", "--model", "tiny",
+                     "--sample-steps", "4", "--out", str(tmp_path), *extra)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = next(tmp_path.iterdir())
+    assert {"samples.png", "trajectory.png", "last.ckpt"} <= {p.name for p in run.iterdir()}
