@@ -70,16 +70,16 @@ class WaveletBasis(OrthoBasis):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        c = x
+        c = x.clone()
         for ah, aw in self._cast(x):
-            c = _apply_block(c, ah, aw)
+            _apply_block(c, ah, aw)
         return c
 
     def inverse(self, c: Tensor) -> Tensor:
         self.check_input(c)
-        x = c
+        x = c.clone()
         for ah, aw in reversed(self._cast(c)):
-            x = _apply_block(x, ah.mT, aw.mT)
+            _apply_block(x, ah.mT, aw.mT)
         return x
 
     @property
@@ -90,12 +90,14 @@ class WaveletBasis(OrthoBasis):
         return {**super().config_args(), "wavelet": self.wavelet, "levels": self.levels}
 
 
-def _apply_block(c: Tensor, mh: Tensor, mw: Tensor) -> Tensor:
-    """Apply mh on rows and mw on columns of the top-left block, leaving the rest untouched."""
+def _apply_block(c: Tensor, mh: Tensor, mw: Tensor) -> None:
+    """Apply mh on rows and mw on columns of the top-left block of ``c``, in place.
+
+    Writing the block into a clone is 1.4–1.7× faster than assembling it with torch.cat
+    (benchmarks/bases.py), and autograd handles it since the constant matrices need no grad.
+    """
     h, w = mh.shape[0], mw.shape[0]
-    block = mh @ c[..., :h, :w] @ mw.mT
-    top = torch.cat([block, c[..., :h, w:]], dim=-1)
-    return torch.cat([top, c[..., h:, :]], dim=-2)
+    c[..., :h, :w] = mh @ c[..., :h, :w] @ mw.mT
 
 
 def _twos(n: int) -> int:

@@ -62,7 +62,8 @@ class EpsPrediction(Parameterization):
 
     def denoise(self, out, x, i, coef):
         """x̂̄_0 = (x̄ − s ε̂̄)/a, with 1/a floored to 0 where a/s < SNR_FLOOR (see ``common``)."""
-        return cast(coef.inv_a(i), x) * (x - cast(coef.s(i), x) * out)
+        inv_a = coef.inv_a(i)
+        return torch.addcmul(cast(inv_a, x) * x, cast(-inv_a * coef.s(i), x), out)
 
     def config(self):
         return {"name": self.name, "weighting": self.weighting}

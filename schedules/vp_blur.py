@@ -63,6 +63,10 @@ class VPBlurSchedule(Schedule):
     def s2(self, i: Tensor, rates: Tensor) -> Tensor:
         return -torch.expm1(2 * self.log_a(i, rates))
 
+    def marginal(self, i: Tensor, rates: Tensor) -> tuple[Tensor, Tensor]:
+        log_a = self.log_a(i, rates)  # once, not again inside s2
+        return log_a.exp(), (-torch.expm1(2 * log_a)).sqrt()
+
     def transition(self, i: Tensor, rates: Tensor) -> tuple[Tensor, Tensor]:
         # Variance preserving: σ_i² = 1 − r_i² exactly; expm1 keeps it accurate when r_i ≈ 1.
         i = torch.as_tensor(i)

@@ -40,15 +40,28 @@ class StepCoefficients:
     def __init__(self, schedule, rates: Tensor, device):
         self.schedule = schedule
         self.rates = rates.to(device=device, dtype=torch.float64)
+        self._recent: dict[int, tuple[Tensor, Tensor]] = {}
 
     def _step(self, i: int) -> Tensor:
         return torch.tensor([int(i)], device=self.rates.device)
 
+    def _values(self, i: int) -> tuple[Tensor, Tensor]:
+        # A step's values are read several times by one update and again by the next, so the
+        # last few are kept (a bounded cache: all N steps at 256² would be ~1.5 GB).
+        i = int(i)
+        if i not in self._recent:
+            if len(self._recent) >= 4:
+                self._recent.pop(next(iter(self._recent)))
+            step = self._step(i)
+            self._recent[i] = (self.schedule.log_a(step, self.rates),
+                               self.schedule.s2(step, self.rates).clamp_min(0))
+        return self._recent[i]
+
     def log_a(self, i: int) -> Tensor:
-        return self.schedule.log_a(self._step(i), self.rates)
+        return self._values(i)[0]
 
     def s2(self, i: int) -> Tensor:
-        return self.schedule.s2(self._step(i), self.rates).clamp_min(0)
+        return self._values(i)[1]
 
     def s(self, i: int) -> Tensor:
         return self.s2(i).sqrt()

@@ -25,11 +25,10 @@ def sample_dpmpp_2m(denoise, x: Tensor, timesteps, coef, *, generator=None, call
         la_t, s_t, la_u, s_u = coef.log_a(t), coef.s(t), coef.log_a(u), coef.s(u)
         h = (la_u - s_u.log()) - (la_t - s_t.log())
         phi_a = -torch.expm1(-h) * la_u.exp()  # (1 − e^{−h}) a_u
-        d = x0
-        if prev is not None:
+        x_new = torch.addcmul(cast(s_u / s_t, x) * x, cast(phi_a, x), x0)
+        if prev is not None:  # D = x̂_0 + (1/2r)(x̂_0 − x̂_0,prev), expanded to fuse the updates
             x0_p, h_p = prev
-            w = torch.where(h_p > 0, h / (2 * h_p), torch.zeros_like(h))  # 1/(2r)
-            d = x0 + cast(w, x) * (x0 - x0_p)
-        x = cast(s_u / s_t, x) * x + cast(phi_a, x) * d
-        prev = (x0, h)
+            w = phi_a * torch.where(h_p > 0, h / (2 * h_p), torch.zeros_like(h))
+            x_new = torch.addcmul(torch.addcmul(x_new, cast(w, x), x0), cast(-w, x), x0_p)
+        x, prev = x_new, (x0, h)
     return x

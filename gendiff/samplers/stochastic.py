@@ -1,6 +1,7 @@
 """Stochastic samplers: the paper's reverse diffusion (Eq. 19–20) and the exact ancestral step."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .common import cast, noise_like, report, step_pairs
@@ -18,9 +19,9 @@ def sample_reverse(denoise, x: Tensor, timesteps, coef, *, generator=None, callb
         report(callback, t, x, x0)
         e = coef.eps(x, x0, t)
         r, var = coef.transition(t, u)
-        x = cast(2 - r, x) * x - cast(var / coef.s(t), x) * e
+        x = torch.addcmul(cast(2 - r, x) * x, cast(-var / coef.s(t), x), e)
         if u > 0:
-            x = x + cast(var.sqrt(), x) * noise_like(x, generator)
+            x = torch.addcmul(x, cast(var.sqrt(), x), noise_like(x, generator))
     return x
 
 
@@ -36,7 +37,7 @@ def sample_ancestral(denoise, x: Tensor, timesteps, coef, *, generator=None, cal
         report(callback, t, x, x0)
         r, var = coef.transition(t, u)
         s_t2, s_u2 = coef.s2(t), coef.s2(u)
-        x = cast(r * s_u2 / s_t2, x) * x + cast(coef.log_a(u).exp() * var / s_t2, x) * x0
+        x = torch.addcmul(cast(r * s_u2 / s_t2, x) * x, cast(coef.log_a(u).exp() * var / s_t2, x), x0)
         if u > 0:
-            x = x + cast((var * s_u2 / s_t2).sqrt(), x) * noise_like(x, generator)
+            x = torch.addcmul(x, cast((var * s_u2 / s_t2).sqrt(), x), noise_like(x, generator))
     return x
