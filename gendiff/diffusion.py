@@ -6,7 +6,8 @@ q(x̄_i | x̄_0) = N(a_i x̄_0, s_i²) (Eq. 7). The engine knows the basis only 
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -18,6 +19,33 @@ from gendiff.samplers import SAMPLERS, StepCoefficients, check_grid, make_grid
 from gendiff.schedules import Schedule
 
 Model = Callable[[Tensor, Tensor], Tensor]
+
+
+@contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Autocast off for the engine's own math on ``device``.
+
+    Why: autocast runs every matmul in bf16/fp16 — and a separable basis transform is two
+    matmuls — which costs ~1e-2 in a round trip. Basis math must stay float32 or wider.
+    """
+    if torch.amp.is_autocast_available(device.type):
+        with torch.autocast(device_type=device.type, enabled=False):
+            yield
+    else:  # e.g. "meta": there is no autocast to turn off
+        yield
+
+
+def caller_autocast(device: torch.device) -> Callable[[], AbstractContextManager]:
+    """A factory of contexts that restore the caller's autocast state, captured now.
+
+    The engine turns autocast off for its own math; the network alone runs under the caller's
+    autocast, as the caller asked.
+    """
+    kind = device.type
+    if not (torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)):
+        return nullcontext
+    dtype = torch.get_autocast_dtype(kind)
+    return lambda: torch.autocast(device_type=kind, dtype=dtype)
 
 
 class Diffusion:
@@ -61,12 +89,67 @@ class Diffusion:
         return self._coefs[device]
 
     def _steps(self, i: Tensor, like: Tensor) -> Tensor:
+        # Steps on another device than the data are moved to it (they are B integers).
         i = torch.as_tensor(i, device=like.device)
         if i.dtype not in (torch.int64, torch.int32) or i.dim() != 1:
             raise TypeError(f"steps must be a LongTensor of shape (B,), got {i.dtype} {tuple(i.shape)}")
+        if i.shape[0] not in (1, like.shape[0]):
+            raise ValueError(f"steps must have one entry per batch element, shape ({like.shape[0]},) "
+                             f"(or (1,) for all), got shape {tuple(i.shape)}")
         if bool(((i < 0) | (i > self.N)).any()):
             raise ValueError(f"steps must be in 0..N={self.N}, got min {int(i.min())}, max {int(i.max())}")
         return i
+
+    def _check_data(self, x: Tensor, name: str = "x0") -> None:
+        """Raise TypeError/ValueError naming the expected and the given value for a bad batch."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor (float32, float64, bfloat16 or "
+                            f"float16), got {x.dtype}; convert integer images with .float() and scale them")
+        if x.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, C, H, W) = (B, C, {self.basis.shape[0]}, "
+                             f"{self.basis.shape[1]}), got shape {tuple(x.shape)}")
+        self.basis.check_input(x)
+
+    @staticmethod
+    def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+        # torch's own error ("Expected a 'cpu' device type for generator") does not say which
+        # tensor is where or what to do about it.
+        if generator is not None and generator.device.type != device.type:
+            raise ValueError(f"generator is on {generator.device} but the data are on {device}; "
+                             f"use torch.Generator({str(device)!r})")
+
+    @staticmethod
+    def _call_model(model: Model, x: Tensor, i: Tensor) -> Tensor:
+        """``model(x, i)``, checked to be a float tensor of x's shape and device, cast to x's dtype.
+
+        The cast is why a float64 (or autocast bf16) output works with float32 samples.
+        """
+        out = model(x, i)
+        if not isinstance(out, Tensor) or not out.is_floating_point():
+            got = out.dtype if isinstance(out, Tensor) else type(out).__name__
+            raise TypeError(f"model(x_i, i) must return a floating-point tensor like x_i ({x.dtype}), got {got}")
+        if out.shape != x.shape:
+            raise ValueError(f"model(x_i, i) must return the shape of x_i {tuple(x.shape)}, "
+                             f"got {tuple(out.shape)}")
+        if out.device != x.device:
+            raise ValueError(f"model(x_i, i) must return a tensor on x_i's device {x.device}, got {out.device}")
+        return out.to(x.dtype)
+
+    def _transform(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        """A basis transform ``fn(x)`` in float32 or wider with autocast off, in x's dtype."""
+        wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        with full_precision(x.device):
+            return fn(wide).to(x.dtype)
+
+    def _to_basis(self, x: Tensor) -> Tensor:
+        """x̄ = Uᵀx, computed in float32 or wider even under autocast."""
+        return self._transform(self.basis.forward, x)
+
+    def _from_basis(self, c: Tensor) -> Tensor:
+        """x = Uc, computed in float32 or wider even under autocast."""
+        return self._transform(self.basis.inverse, c)
 
     def marginal(self, i: Tensor) -> tuple[Tensor, Tensor]:
         """(a_i, s_i), float64, shape (B, 1, H, W) for i of shape (B,) (Eq. 7)."""
@@ -92,13 +175,18 @@ class Diffusion:
             i: steps, LongTensor (B,).
             noise: pixel-space ε; drawn (with ``generator``) when omitted.
         """
+        self._check_data(x0)
+        self._check_generator(generator, x0.device)
         a, s = self._cast_marginal(i, x0)
         if noise is None:
             eps_bar = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-            noise = self.basis.inverse(eps_bar)
+            noise = self._from_basis(eps_bar)
         else:
-            eps_bar = self.basis.forward(noise)
-        return self.basis.inverse(a * self.basis.forward(x0) + s * eps_bar), noise
+            if not isinstance(noise, Tensor) or noise.shape != x0.shape:
+                got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+                raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {got}")
+            eps_bar = self._to_basis(noise.to(x0))
+        return self._from_basis(a * self._to_basis(x0) + s * eps_bar), noise
 
     def loss(self, model: Model, x0: Tensor, *, i: Tensor | None = None,
              generator: torch.Generator | None = None) -> Tensor:
@@ -110,23 +198,33 @@ class Diffusion:
             i: steps to use; default uniform on 1..N.
             generator: for the steps and the noise.
         """
+        self._check_data(x0)
+        self._check_generator(generator, x0.device)
         if i is None:
             i = torch.randint(1, self.N + 1, (x0.shape[0],), generator=generator, device=x0.device)
-        return self.parameterization.loss(self, model, x0, self._steps(i, x0), generator=generator)
+        i = self._steps(i, x0)
+        amp = caller_autocast(x0.device)
+
+        def checked(x: Tensor, steps: Tensor) -> Tensor:
+            with amp():  # only the network runs under the caller's autocast
+                return self._call_model(model, x, steps)
+
+        with full_precision(x0.device):
+            return self.parameterization.loss(self, checked, x0, i, generator=generator)
 
     def score(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
         """∇ log q(x_i | x_0) = −U(Uᵀε / s_i) (Eq. 15–16 with the exponent −1/2, DESIGN §2)."""
-        return -self.basis.inverse(self.basis.forward(eps) / self._cast_marginal(i, x_i)[1])
+        return -self._from_basis(self._to_basis(eps) / self._cast_marginal(i, x_i)[1])
 
     def eps_to_x0(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
         """x̂_0 = U((Uᵀx_i − s_i Uᵀε)/a_i). Unstable where a_i underflows; for display."""
         a, s = self._cast_marginal(i, x_i)
-        return self.basis.inverse((self.basis.forward(x_i) - s * self.basis.forward(eps)) / a)
+        return self._from_basis((self._to_basis(x_i) - s * self._to_basis(eps)) / a)
 
     def x0_to_eps(self, x_i: Tensor, i: Tensor, x0: Tensor) -> Tensor:
         """ε = U((Uᵀx_i − a_i Uᵀx_0)/s_i), for i ≥ 1."""
         a, s = self._cast_marginal(i, x_i)
-        return self.basis.inverse((self.basis.forward(x_i) - a * self.basis.forward(x0)) / s)
+        return self._from_basis((self._to_basis(x_i) - a * self._to_basis(x0)) / s)
 
     def eps_to_score(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
         return self.score(x_i, i, eps)
@@ -149,7 +247,8 @@ class Diffusion:
                steps: int | None = None, timesteps: Sequence[int] | None = None,
                generator: torch.Generator | None = None, callback: Callable | None = None,
                progress: bool = True, prior: Callable = gaussian_prior,
-               dtype: torch.dtype = torch.float32, device=None, **sampler_kwargs) -> Tensor:
+               clip_x0: tuple[float, float] | None = None, dtype: torch.dtype = torch.float32,
+               device=None, **sampler_kwargs) -> Tensor:
         """Draw samples x_0 (pixel space) by running ``sampler`` from the prior.
 
         Args:
@@ -165,26 +264,48 @@ class Diffusion:
             progress: show a progress bar.
             prior: ``prior(diffusion, shape, t0, generator, dtype, device) -> x̄_{t0}``
                 (coefficients at the grid's first step; see ``gendiff.priors``).
+            clip_x0: clamp every x̂_0 to this pixel range (e.g. the data range (−1, 1)), as
+                DDPM's clip_denoised. Off by default: it is not part of the math, costs one more
+                round trip per step, and would bias the exact answers on Gaussian data. On for
+                trained image models: a barely trained network's ε error, divided by a small
+                a_i, otherwise leaves speckled samples with the deterministic samplers.
             dtype, device: of the samples (default float32 on the generator's or CPU device).
         """
         spec = self._sampler(sampler)
         grid = self.grid(sampler, steps, timesteps)
+        shape = self._check_shape(shape, dtype)
         device = torch.device(device) if device is not None else (
             generator.device if generator is not None else torch.device("cpu"))
+        self._check_generator(generator, device)
         coef = self.coefficients(device)
-        batch = shape[0]
+        amp = caller_autocast(device)
 
         def denoise(x_bar: Tensor, i: int) -> Tensor:
-            i_b = torch.full((batch,), i, dtype=torch.long, device=device)
-            out = self.basis.forward(model(self.basis.inverse(x_bar), i_b))
-            return self.parameterization.denoise(out, x_bar, i, coef)
+            i_b = torch.full((shape[0],), i, dtype=torch.long, device=device)
+            x_i = self._from_basis(x_bar)
+            with amp():  # only the network runs under the caller's autocast
+                out = self._call_model(model, x_i, i_b)  # cast back to the sample dtype
+            x0 = self.parameterization.denoise(self._to_basis(out), x_bar, i, coef)
+            return x0 if clip_x0 is None else self._to_basis(self._from_basis(x0).clamp(*clip_x0))
 
-        x = prior(self, tuple(shape), grid[0], generator, dtype, device)
         cb = None if callback is None else (lambda d: callback(
-            {"i": d["i"], "x": self.basis.inverse(d["x"]), "x0": self.basis.inverse(d["x0"])}))
-        x = spec.fn(denoise, x, grid, coef, generator=generator, callback=cb, disable=not progress,
-                    **sampler_kwargs)
-        return self.basis.inverse(x)
+            {"i": d["i"], "x": self._from_basis(d["x"]), "x0": self._from_basis(d["x0"])}))
+        with full_precision(device):
+            x = prior(self, shape, grid[0], generator, dtype, device)
+            x = spec.fn(denoise, x, grid, coef, generator=generator, callback=cb, disable=not progress,
+                        **sampler_kwargs)
+            return self._from_basis(x)
+
+    def _check_shape(self, shape: Sequence[int], dtype: torch.dtype) -> tuple[int, ...]:
+        """``shape`` as a tuple, or a clear error when it is not (B, C, H, W) for this basis."""
+        shape = tuple(int(n) for n in shape)
+        h, w = self.basis.shape
+        if len(shape) != 4 or shape[2:] != (h, w) or min(shape) < 1:
+            raise ValueError(f"shape must be (B, C, {h}, {w}) for {type(self.basis).__name__}{self.basis.shape}, "
+                             f"got {shape}")
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point dtype (e.g. torch.float32), got {dtype}")
+        return shape
 
     def __repr__(self) -> str:
         return f"Diffusion({self.basis!r}, {type(self.schedule).__name__}(N={self.N}))"

@@ -98,7 +98,7 @@ def run(config: RunConfig, args, sampler: str = "dpm++2m", full_size_hint: str |
     steps = None if sampler in ("ihdm", "reverse") else t.sample_steps
     trajectory(trainer.diffusion, ema, (8, d.channels, d.size, d.size), trainer.run_dir / "trajectory.png",
                value_range=d.value_range, generator=g, sampler=sampler, steps=steps,
-               device=trainer.fabric.device, prior=trainer.prior)
+               device=trainer.fabric.device, prior=trainer.prior, clip_x0=d.value_range)
     trainer.sample_grid(n=t.sample_n)
     report(trainer.run_dir, ckpt, full_size_hint)
     return trainer.run_dir

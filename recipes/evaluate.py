@@ -54,7 +54,7 @@ def draw_samples(ckpt, n: int, seed: int, sampler: str, steps: int, batch_size: 
     g = torch.Generator().manual_seed(seed)
     out = [diffusion.sample(model, (min(batch_size, n - k), d.channels, d.size, d.size), sampler=sampler,
                             steps=None if sampler in ("reverse", "ihdm") else steps, generator=g,
-                            progress=False, prior=prior)
+                            progress=False, prior=prior, clip_x0=d.value_range)
            for k in tqdm(range(0, n, batch_size), desc=f"sampling seed {seed}", leave=False)]
     return torch.cat(out).clamp(*d.value_range)
 

@@ -28,6 +28,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default: <run>/samples-<sampler>-<steps>)")
+    p.add_argument("--no-clip", action="store_true", help="do not clamp x̂_0 to the data range")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
 
@@ -46,7 +47,8 @@ def main(argv=None) -> Path:
     for start in tqdm(range(0, args.n, args.batch_size), desc="batches"):
         b = min(args.batch_size, args.n - start)
         x = diffusion.sample(model, (b, d.channels, d.size, d.size), sampler=args.sampler, steps=args.steps,
-                             generator=g, device=args.device, progress=False, prior=prior, **opts).cpu()
+                             generator=g, device=args.device, progress=False, prior=prior,
+                             clip_x0=None if args.no_clip else d.value_range, **opts).cpu()
         for img in to_unit(x, d.value_range):
             save_grid(img[None], out / f"{k:06d}.png", (0.0, 1.0), nrow=1)
             k += 1

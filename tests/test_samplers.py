@@ -103,3 +103,17 @@ def test_grids():
         check_grid([100, 50, 10], 100)
     with pytest.raises(ValueError, match="valid"):
         Diffusion(IdentityBasis((4, 4)), VPBlurSchedule(N=10)).sample(lambda x, i: x, (1, 1, 4, 4), sampler="euler")
+
+
+@pytest.mark.parametrize("sampler", ["dpm++2m", "ddim"])
+def test_clip_x0_bounds_the_data_prediction(sampler):
+    d = Diffusion(GaussianBlurBasis((8, 8)), VPBlurSchedule("quartic", 2.0, N=100))
+    wild = lambda x, i: 50 * torch.randn_like(x)  # noqa: E731  a badly wrong ε predictor
+    seen = []
+    x = d.sample(wild, (4, 1, 8, 8), sampler=sampler, steps=10, progress=False, clip_x0=(-1.0, 1.0),
+                 generator=torch.Generator().manual_seed(0), callback=lambda info: seen.append(info["x0"]))
+    assert all(float(x0.abs().max()) <= 1 + 1e-5 for x0 in seen)
+    assert float(x.abs().max()) <= 1 + 1e-5  # the last deterministic step returns x̂_0
+    free = d.sample(wild, (4, 1, 8, 8), sampler=sampler, steps=10, progress=False,
+                    generator=torch.Generator().manual_seed(0))
+    assert float(free.abs().max()) > 2

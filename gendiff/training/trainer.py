@@ -19,7 +19,7 @@ from gendiff.parameterization import build_parameterization
 from gendiff.priors import build_prior
 from gendiff.schedules import build_schedule
 
-from .checkpoint import latest_checkpoint, save_atomic
+from .checkpoint import READ_ERRORS, latest_checkpoint, save_atomic, unreadable
 from .config import RunConfig
 from .csvlog import CSVLog
 from .ema import ema_model
@@ -101,8 +101,11 @@ class Trainer:
         if path is None or not path.is_file():
             return False
         # Our own checkpoints hold RNG states (tuples, numpy arrays): not weights-only material.
-        rest = self.fabric.load(path, {"model": self.model, "ema": self.ema, "optimizer": self.optimizer},
-                                weights_only=False)
+        try:
+            rest = self.fabric.load(path, {"model": self.model, "ema": self.ema, "optimizer": self.optimizer},
+                                    weights_only=False)
+        except READ_ERRORS as e:  # torch's message does not name the file or say what to do
+            raise unreadable(path, e) from e
         self.step = int(rest["step"])
         self.generator.set_state(rest["generator"])
         torch.set_rng_state(rest["rng"]["torch"])
@@ -154,7 +157,7 @@ class Trainer:
     def _train_step(self, x0: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.diffusion.loss(self.model, x0, generator=self.generator)
-        value = float(loss.detach())
+        value = self._loss_on_all_ranks(loss)
         if not np.isfinite(value):
             raise NonFiniteLossError(
                 f"loss is {value} at step {self.step + 1}; stopping. The last good checkpoint is "
@@ -166,6 +169,16 @@ class Trainer:
         self.ema.update_parameters(self.raw_model)
         return value
 
+    def _loss_on_all_ranks(self, loss: torch.Tensor) -> float:
+        """The loss averaged over ranks, so a NaN on any rank stops every rank at the same step.
+
+        Why: a rank that raised alone would leave the others waiting in the gradient all-reduce.
+        """
+        loss = loss.detach()
+        if self.fabric.world_size > 1:
+            loss = self.fabric.all_reduce(loss, reduce_op="mean")
+        return float(loss)
+
     def sample_grid(self, n: int | None = None, path: Path | None = None) -> Path | None:
         """EMA samples with the configured sampler, as ``samples.png`` (rank 0 only)."""
         if not self.fabric.is_global_zero:
@@ -175,7 +188,7 @@ class Trainer:
         g = torch.Generator(self.fabric.device).manual_seed(1234)
         x = self.diffusion.sample(self.ema.module.eval(), (n, d.channels, d.size, d.size), sampler=t.sampler,
                                   steps=t.sample_steps, generator=g, progress=False, device=self.fabric.device,
-                                  prior=self.prior)
+                                  prior=self.prior, clip_x0=d.value_range)
         save_grid(x, path or self.run_dir / "samples.png", d.value_range)
         return path or self.run_dir / "samples.png"
 
@@ -220,7 +233,10 @@ def load_run(ckpt: str | Path, device="cpu"):
 
     The checkpoint holds the full config, so nothing else is needed to rebuild the run.
     """
-    state = torch.load(ckpt, map_location=device, weights_only=False)
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+    except READ_ERRORS as e:
+        raise unreadable(ckpt, e) from e
     config = RunConfig.from_dict(state["config"])
     diffusion = build_diffusion(config)
     model = build_model(UNetConfig(**config.model))
