@@ -49,7 +49,12 @@ def _eig_1d(n: int, sigma: float, boundary: str) -> tuple[np.ndarray, np.ndarray
         # Half-sample-symmetric ("reflect") extension is 2n-periodic and even, so DCT-II
         # vectors are exact eigenvectors for any kernel no longer than 2n−1.
         u, w = dct_matrix(n), dct_frequencies(n)
-    return u, np.cos(np.outer(w, m)) @ g
+    d = np.cos(np.outer(w, m)) @ g
+    if d.min() <= 0:
+        raise ValueError(f"{boundary} blur with sigma={sigma} on n={n} pixels is not invertible "
+                         f"(eigenvalue {d.min():.3g} ≤ 0: the kernel is too wide for the image); "
+                         "use a smaller sigma")
+    return u, d
 
 
 class GaussianBlurBasis(SeparableBasis):

@@ -51,6 +51,8 @@ class WaveletBasis(OrthoBasis):
         if not w.orthogonal:
             raise ValueError(f"wavelet {wavelet!r} is not orthogonal; use haar, dbN, symN or coifN")
         h, wd = self.shape
+        if min(_twos(h), _twos(wd)) < 1:
+            raise ValueError(f"WaveletBasis needs even H and W (one level halves both), got {self.shape}")
         if levels is None:
             levels = min(_twos(h), _twos(wd), max(pywt.dwt_max_level(min(h, wd), w.dec_len), 1))
         if levels < 1 or h % (1 << levels) or wd % (1 << levels):

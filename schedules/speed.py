@@ -57,6 +57,8 @@ class SpeedSchedule:
 
     def values(self, N: int) -> np.ndarray:
         """f(i) for i = 0..N as float64 (f(0) = 0: step 0 is the data)."""
+        if N < 2 and self.kind in ("linear", "log", "quadratic", "triangular"):
+            raise ValueError(f"the {self.kind!r} blur speed interpolates f_1 → f_N and needs N ≥ 2, got N={N}")
         i = np.arange(1, N + 1, dtype=np.float64)
         f = self.kind(i, N) if callable(self.kind) else FORMS[self.kind](i, N, self.f_N, self.f_1)
         return np.concatenate([[0.0], np.broadcast_to(np.asarray(f, np.float64), i.shape)])

@@ -458,3 +458,14 @@ def test_sigkill_at_random_moments_leaves_a_resumable_checkpoint(tmp_path):
         assert tr.resume() and tr.step == step, trial
         tr.fit()
         assert ckpt_step(ckpt) == step + 2
+
+
+def test_basis_and_speed_construction_errors():
+    from gendiff import GaussianBlurBasis, WaveletBasis
+    from gendiff.schedules import SpeedSchedule
+    with pytest.raises(ValueError, match="too wide for the image"):
+        GaussianBlurBasis((4, 4), sigma=2.0, boundary="circular")
+    with pytest.raises(ValueError, match="even H and W"):
+        WaveletBasis((7, 8))
+    with pytest.raises(ValueError, match="needs N ≥ 2"):
+        SpeedSchedule("linear", 0.5).values(1)
