@@ -6,46 +6,20 @@ q(x̄_i | x̄_0) = N(a_i x̄_0, s_i²) (Eq. 7). The engine knows the basis only 
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from gendiff.bases import OrthoBasis
+from gendiff.checks import call_model, check_data, check_generator, check_shape, check_steps
 from gendiff.parameterization import EpsPrediction, Parameterization
+from gendiff.precision import caller_autocast, full_precision
 from gendiff.priors import gaussian_prior
 from gendiff.samplers import SAMPLERS, StepCoefficients, check_grid, make_grid
 from gendiff.schedules import Schedule
 
 Model = Callable[[Tensor, Tensor], Tensor]
-
-
-@contextmanager
-def full_precision(device: torch.device) -> Iterator[None]:
-    """Autocast off for the engine's own math on ``device``.
-
-    Why: autocast runs every matmul in bf16/fp16 — and a separable basis transform is two
-    matmuls — which costs ~1e-2 in a round trip. Basis math must stay float32 or wider.
-    """
-    if torch.amp.is_autocast_available(device.type):
-        with torch.autocast(device_type=device.type, enabled=False):
-            yield
-    else:  # e.g. "meta": there is no autocast to turn off
-        yield
-
-
-def caller_autocast(device: torch.device) -> Callable[[], AbstractContextManager]:
-    """A factory of contexts that restore the caller's autocast state, captured now.
-
-    The engine turns autocast off for its own math; the network alone runs under the caller's
-    autocast, as the caller asked.
-    """
-    kind = device.type
-    if not (torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)):
-        return nullcontext
-    dtype = torch.get_autocast_dtype(kind)
-    return lambda: torch.autocast(device_type=kind, dtype=dtype)
 
 
 class Diffusion:
@@ -88,55 +62,6 @@ class Diffusion:
             self._coefs[device] = StepCoefficients(self.schedule, self._rates, device)
         return self._coefs[device]
 
-    def _steps(self, i: Tensor, like: Tensor) -> Tensor:
-        # Steps on another device than the data are moved to it (they are B integers).
-        i = torch.as_tensor(i, device=like.device)
-        if i.dtype not in (torch.int64, torch.int32) or i.dim() != 1:
-            raise TypeError(f"steps must be a LongTensor of shape (B,), got {i.dtype} {tuple(i.shape)}")
-        if i.shape[0] not in (1, like.shape[0]):
-            raise ValueError(f"steps must have one entry per batch element, shape ({like.shape[0]},) "
-                             f"(or (1,) for all), got shape {tuple(i.shape)}")
-        if bool(((i < 0) | (i > self.N)).any()):
-            raise ValueError(f"steps must be in 0..N={self.N}, got min {int(i.min())}, max {int(i.max())}")
-        return i
-
-    def _check_data(self, x: Tensor, name: str = "x0") -> None:
-        """Raise TypeError/ValueError naming the expected and the given value for a bad batch."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor (float32, float64, bfloat16 or "
-                            f"float16), got {x.dtype}; convert integer images with .float() and scale them")
-        if x.dim() != 4:
-            raise ValueError(f"{name} must have shape (B, C, H, W) = (B, C, {self.basis.shape[0]}, "
-                             f"{self.basis.shape[1]}), got shape {tuple(x.shape)}")
-        self.basis.check_input(x)
-
-    @staticmethod
-    def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
-        # torch's own error ("Expected a 'cpu' device type for generator") does not say which
-        # tensor is where or what to do about it.
-        if generator is not None and generator.device.type != device.type:
-            raise ValueError(f"generator is on {generator.device} but the data are on {device}; "
-                             f"use torch.Generator({str(device)!r})")
-
-    @staticmethod
-    def _call_model(model: Model, x: Tensor, i: Tensor) -> Tensor:
-        """``model(x, i)``, checked to be a float tensor of x's shape and device, cast to x's dtype.
-
-        The cast is why a float64 (or autocast bf16) output works with float32 samples.
-        """
-        out = model(x, i)
-        if not isinstance(out, Tensor) or not out.is_floating_point():
-            got = out.dtype if isinstance(out, Tensor) else type(out).__name__
-            raise TypeError(f"model(x_i, i) must return a floating-point tensor like x_i ({x.dtype}), got {got}")
-        if out.shape != x.shape:
-            raise ValueError(f"model(x_i, i) must return the shape of x_i {tuple(x.shape)}, "
-                             f"got {tuple(out.shape)}")
-        if out.device != x.device:
-            raise ValueError(f"model(x_i, i) must return a tensor on x_i's device {x.device}, got {out.device}")
-        return out.to(x.dtype)
-
     def _transform(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         """A basis transform ``fn(x)`` in float32 or wider with autocast off, in x's dtype."""
         wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
@@ -163,7 +88,7 @@ class Diffusion:
         return r, var.clamp_min(0).sqrt()
 
     def _cast_marginal(self, i: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        a, s = self.marginal(self._steps(i, like))
+        a, s = self.marginal(check_steps(i, like, self.N))
         return a.to(like.dtype), s.to(like.dtype)
 
     def q_sample(self, x0: Tensor, i: Tensor, noise: Tensor | None = None,
@@ -175,8 +100,8 @@ class Diffusion:
             i: steps, LongTensor (B,).
             noise: pixel-space ε; drawn (with ``generator``) when omitted.
         """
-        self._check_data(x0)
-        self._check_generator(generator, x0.device)
+        check_data(x0, self.basis)
+        check_generator(generator, x0.device)
         a, s = self._cast_marginal(i, x0)
         if noise is None:
             eps_bar = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
@@ -198,16 +123,16 @@ class Diffusion:
             i: steps to use; default uniform on 1..N.
             generator: for the steps and the noise.
         """
-        self._check_data(x0)
-        self._check_generator(generator, x0.device)
+        check_data(x0, self.basis)
+        check_generator(generator, x0.device)
         if i is None:
             i = torch.randint(1, self.N + 1, (x0.shape[0],), generator=generator, device=x0.device)
-        i = self._steps(i, x0)
+        i = check_steps(i, x0, self.N)
         amp = caller_autocast(x0.device)
 
         def checked(x: Tensor, steps: Tensor) -> Tensor:
             with amp():  # only the network runs under the caller's autocast
-                return self._call_model(model, x, steps)
+                return call_model(model, x, steps)
 
         with full_precision(x0.device):
             return self.parameterization.loss(self, checked, x0, i, generator=generator)
@@ -273,10 +198,10 @@ class Diffusion:
         """
         spec = self._sampler(sampler)
         grid = self.grid(sampler, steps, timesteps)
-        shape = self._check_shape(shape, dtype)
+        shape = check_shape(shape, dtype, self.basis)
         device = torch.device(device) if device is not None else (
             generator.device if generator is not None else torch.device("cpu"))
-        self._check_generator(generator, device)
+        check_generator(generator, device)
         coef = self.coefficients(device)
         amp = caller_autocast(device)
 
@@ -284,7 +209,7 @@ class Diffusion:
             i_b = torch.full((shape[0],), i, dtype=torch.long, device=device)
             x_i = self._from_basis(x_bar)
             with amp():  # only the network runs under the caller's autocast
-                out = self._call_model(model, x_i, i_b)  # cast back to the sample dtype
+                out = call_model(model, x_i, i_b)  # cast back to the sample dtype
             x0 = self.parameterization.denoise(self._to_basis(out), x_bar, i, coef)
             return x0 if clip_x0 is None else self._to_basis(self._from_basis(x0).clamp(*clip_x0))
 
@@ -295,17 +220,6 @@ class Diffusion:
             x = spec.fn(denoise, x, grid, coef, generator=generator, callback=cb, disable=not progress,
                         **sampler_kwargs)
             return self._from_basis(x)
-
-    def _check_shape(self, shape: Sequence[int], dtype: torch.dtype) -> tuple[int, ...]:
-        """``shape`` as a tuple, or a clear error when it is not (B, C, H, W) for this basis."""
-        shape = tuple(int(n) for n in shape)
-        h, w = self.basis.shape
-        if len(shape) != 4 or shape[2:] != (h, w) or min(shape) < 1:
-            raise ValueError(f"shape must be (B, C, {h}, {w}) for {type(self.basis).__name__}{self.basis.shape}, "
-                             f"got {shape}")
-        if not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating-point dtype (e.g. torch.float32), got {dtype}")
-        return shape
 
     def __repr__(self) -> str:
         return f"Diffusion({self.basis!r}, {type(self.schedule).__name__}(N={self.N}))"
