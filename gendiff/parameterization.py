@@ -62,8 +62,9 @@ class EpsPrediction(Parameterization):
 
     def denoise(self, out, x, i, coef):
         """x̂̄_0 = (x̄ − s ε̂̄)/a, with 1/a floored to 0 where a/s < SNR_FLOOR (see ``common``)."""
-        inv_a = coef.inv_a(i)
-        return torch.addcmul(cast(inv_a, x) * x, cast(-inv_a * coef.s(i), x), out)
+        m, m_out = coef.memo(("eps", i, x.dtype), lambda: (
+            cast(coef.inv_a(i), x), cast(-coef.inv_a(i) * coef.s(i), x)))
+        return torch.addcmul(m * x, m_out, out)
 
     def config(self):
         return {"name": self.name, "weighting": self.weighting}
@@ -86,7 +87,8 @@ class ResidualMeanPrediction(Parameterization):
 
     def denoise(self, out, x, i, coef):
         """x̂̄_0 = μ̄/a_{k−1}: μ̄ estimates a_{k−1} x̄_0 (1/a floored as in ``common``)."""
-        return cast(coef.inv_a(i - 1), x) * (x + out)
+        (m,) = coef.memo(("residual_mean", i, x.dtype), lambda: (cast(coef.inv_a(i - 1), x),))
+        return m * (x + out)
 
 
 def build_parameterization(config: dict[str, Any] | None) -> Parameterization:

@@ -11,8 +11,9 @@ A sampler is a plain function (k-diffusion style)::
 - ``coef``: a :class:`StepCoefficients` — per-coordinate log a_i and s_i as float64 tensors;
 - ``callback({"i": i, "x": x̄_i, "x0": x̂̄_0})`` once per step, in coefficient space.
 
-Per-coordinate multipliers are computed in float64 from log a (finite where a underflows) and
-cast once per step. Samplers never divide by a: they use x̂̄_0 (bounded) and ε̄ = (x̄ − a x̂̄_0)/s.
+Per-coordinate multipliers are computed in float64 from log a (finite where a underflows),
+cast once and cached per step (they are the same for every batch). Samplers never divide by a:
+each step is a combination of x̄_t, x̂̄_0 (bounded) and fresh noise (:func:`linear_step`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from tqdm.auto import tqdm
 Denoiser = Callable[[Tensor, int], Tensor]
 # Below this a/s a coordinate holds no recoverable data: x̂_0 there is its prior mean 0.
 SNR_FLOOR = 1e-3
+# Cached per-step multipliers (see StepCoefficients.memo): ~100 MB holds a 100-step grid at 256².
+MEMO_BYTES = 256 * 2 ** 20
 
 
 class StepCoefficients:
@@ -41,6 +44,8 @@ class StepCoefficients:
         self.schedule = schedule
         self.rates = rates.to(device=device, dtype=torch.float64)
         self._recent: dict[int, tuple[Tensor, Tensor]] = {}
+        self._memo: dict[tuple, tuple] = {}
+        self._memo_bytes = 0
 
     def _step(self, i: int) -> Tensor:
         return torch.tensor([int(i)], device=self.rates.device)
@@ -56,6 +61,21 @@ class StepCoefficients:
             self._recent[i] = (self.schedule.log_a(step, self.rates),
                                self.schedule.s2(step, self.rates).clamp_min(0))
         return self._recent[i]
+
+    def memo(self, key: tuple, fn: Callable[[], tuple]) -> tuple:
+        """``fn()`` — a tuple of multiplier tensors (or None) — cached under ``key``.
+
+        A step's multipliers are the same for every batch sampled on a grid, so sampling many
+        batches (recipes/sample.py, evaluation) computes them once. Bounded to MEMO_BYTES.
+        """
+        if key not in self._memo:
+            value = fn()
+            size = sum(v.numel() * v.element_size() for v in value if v is not None)
+            if self._memo_bytes + size > MEMO_BYTES:
+                self._memo.clear()
+                self._memo_bytes = 0
+            self._memo[key], self._memo_bytes = value, self._memo_bytes + size
+        return self._memo[key]
 
     def log_a(self, i: int) -> Tensor:
         return self._values(i)[0]
@@ -86,9 +106,19 @@ class StepCoefficients:
         la, s = self.log_a(i), self.s(i)
         return torch.where(la - s.log() >= math.log(SNR_FLOOR), torch.exp(-la), torch.zeros_like(la))
 
-    def eps(self, x: Tensor, x0: Tensor, i: int) -> Tensor:
-        """ε̄ = (x̄ − a x̂̄_0)/s, the noise consistent with x̂̄_0 (i ≥ 1)."""
-        return (x - cast(self.log_a(i).exp(), x) * x0) / cast(self.s(i), x)
+
+
+def linear_step(coef: StepCoefficients, key: tuple, x: Tensor, x0: Tensor, generator,
+                multipliers: Callable[[], tuple]) -> Tensor:
+    """x̄_u = A ⊙ x̄_t + B ⊙ x̂̄_0 + C ⊙ z̄, the form of every first-order sampler step here.
+
+    ``multipliers()`` returns float64 (A, B, C) for the step (A or C may be None); they are
+    cast to x's dtype once and cached under ``key`` (see :meth:`StepCoefficients.memo`).
+    """
+    a, b, c = coef.memo(key + (x.dtype,), lambda: tuple(
+        None if m is None else cast(m, x) for m in multipliers()))
+    out = b * x0 if a is None else torch.addcmul(a * x, b, x0)
+    return out if c is None else torch.addcmul(out, c, noise_like(x, generator))
 
 
 def cast(c: Tensor, like: Tensor) -> Tensor:

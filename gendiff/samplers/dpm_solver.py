@@ -16,19 +16,27 @@ def sample_dpmpp_2m(denoise, x: Tensor, timesteps, coef, *, generator=None, call
     x̄_u = (s_u/s_t) x̄_t + (1 − e^{−h}) a_u D,  D = (1 + 1/2r) x̂̄_0(t) − (1/2r) x̂̄_0(t_prev),
     r = h_prev/h. The last step to 0 (s = 0, λ = ∞) is first order, x̄_0 = x̂̄_0, as in k-diffusion.
     """
-    prev = None
+    def lam(i):
+        return coef.log_a(i) - coef.s(i).log()
+
+    def multipliers(t_prev, t, u):  # x̄_u = A x̄_t + B x̂̄_0(t) + B' x̂̄_0(t_prev)
+        h = lam(u) - lam(t)
+        phi_a = -torch.expm1(-h) * coef.log_a(u).exp()  # (1 − e^{−h}) a_u
+        w = torch.zeros_like(h)
+        if t_prev is not None:
+            h_p = lam(t) - lam(t_prev)
+            w = torch.where(h_p > 0, h / (2 * h_p), w)  # 1/(2r)
+        return tuple(cast(m, x) for m in (coef.s(u) / coef.s(t), phi_a * (1 + w), -phi_a * w))
+
+    t_prev, x0_p = None, None
     for t, u in step_pairs(timesteps, disable, "dpm++2m"):
         x0 = denoise(x, t)
         report(callback, t, x, x0)
         if u == 0:
             return x0
-        la_t, s_t, la_u, s_u = coef.log_a(t), coef.s(t), coef.log_a(u), coef.s(u)
-        h = (la_u - s_u.log()) - (la_t - s_t.log())
-        phi_a = -torch.expm1(-h) * la_u.exp()  # (1 − e^{−h}) a_u
-        x_new = torch.addcmul(cast(s_u / s_t, x) * x, cast(phi_a, x), x0)
-        if prev is not None:  # D = x̂_0 + (1/2r)(x̂_0 − x̂_0,prev), expanded to fuse the updates
-            x0_p, h_p = prev
-            w = phi_a * torch.where(h_p > 0, h / (2 * h_p), torch.zeros_like(h))
-            x_new = torch.addcmul(torch.addcmul(x_new, cast(w, x), x0), cast(-w, x), x0_p)
-        x, prev = x_new, (x0, h)
+        a, b, b_p = coef.memo(("dpm++2m", t_prev, t, u, x.dtype), lambda: multipliers(t_prev, t, u))
+        x = torch.addcmul(a * x, b, x0)
+        if x0_p is not None:
+            x = torch.addcmul(x, b_p, x0_p)
+        t_prev, x0_p = t, x0
     return x

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .common import cast, noise_like, report, step_pairs
+from .common import linear_step, report, step_pairs
 
 
 def sample_ihdm(denoise, x: Tensor, timesteps, coef, *, generator=None, callback=None,
@@ -13,10 +13,11 @@ def sample_ihdm(denoise, x: Tensor, timesteps, coef, *, generator=None, callback
     δ = ``delta_scale`` · s_u: with IHDM's constant s = σ this is their δ = 1.25σ. The slightly
     larger-than-training noise is what makes the deterministic deblurring a sampler.
     """
+    def multipliers(u):
+        return None, coef.log_a(u).exp(), delta_scale * coef.s(u) if u > 0 else None
+
     for t, u in step_pairs(timesteps, disable, "ihdm"):
         x0 = denoise(x, t)
         report(callback, t, x, x0)
-        x = cast(coef.log_a(u).exp(), x) * x0
-        if u > 0:
-            x = x + cast(delta_scale * coef.s(u), x) * noise_like(x, generator)
+        x = linear_step(coef, ("ihdm", delta_scale, u), x, x0, generator, lambda: multipliers(u))
     return x
