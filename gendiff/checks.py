@@ -21,6 +21,16 @@ def check_steps(i: Tensor, like: Tensor, N: int) -> Tensor:
     return i
 
 
+def check_step_range(i, lo: int, hi: int, what: str) -> Tensor:
+    """``i`` as an integer tensor with every entry in lo..hi, or a ValueError saying so."""
+    i = torch.as_tensor(i)
+    if i.is_floating_point() or i.is_complex():
+        raise TypeError(f"{what} takes integer steps, got {i.dtype}")
+    if i.numel() and bool(((i < lo) | (i > hi)).any()):
+        raise ValueError(f"{what} is defined for steps {lo}..{hi}, got min {int(i.min())}, max {int(i.max())}")
+    return i
+
+
 def check_data(x: Tensor, basis, name: str = "x0") -> None:
     """Raise TypeError/ValueError naming the expected and the given value for a bad batch."""
     if not isinstance(x, Tensor):

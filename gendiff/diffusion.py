@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from gendiff.bases import OrthoBasis
-from gendiff.checks import call_model, check_data, check_generator, check_shape, check_steps
+from gendiff.checks import call_model, check_data, check_generator, check_shape, check_step_range, check_steps
 from gendiff.parameterization import EpsPrediction, Parameterization
 from gendiff.precision import caller_autocast, full_precision
 from gendiff.priors import gaussian_prior
@@ -78,11 +78,13 @@ class Diffusion:
 
     def marginal(self, i: Tensor) -> tuple[Tensor, Tensor]:
         """(a_i, s_i), float64, shape (B, 1, H, W) for i of shape (B,) (Eq. 7)."""
+        i = check_step_range(i, 0, self.N, "marginal")
         rates = self.coefficients(torch.as_tensor(i).device).rates
         return self.schedule.marginal(i, rates)
 
     def transition(self, i: Tensor) -> tuple[Tensor, Tensor]:
         """(r_i, σ_i) of q(x̄_i | x̄_{i−1}) = N(r_i x̄_{i−1}, σ_i²), float64, for i ≥ 1."""
+        i = check_step_range(i, 1, self.N, "transition")
         rates = self.coefficients(torch.as_tensor(i).device).rates
         r, var = self.schedule.transition(i, rates)
         return r, var.clamp_min(0).sqrt()

@@ -9,6 +9,8 @@ Published defaults for 32×32: σ_B,max = 20, d_min = 0.001, the log-SNR cosine 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
+
 from common import DEMO_TRAIN, add_data_args, add_run_args, data_channels, fabric_config, model_dict, run, train_config
 
 from gendiff import DCTBasis
@@ -33,8 +35,8 @@ def main(argv=None):
     config = RunConfig(
         args.name or f"blurring-{args.data}", DCTBasis((args.size, args.size)).config(),
         BlurringDiffusionSchedule(args.N, args.sigma_B_max, args.d_min).config(), model_dict(args, channels),
-        DataConfig(args.data, args.size, channels), train_config(args, DEMO_TRAIN), fabric_config(args), args.out)
-    return run(config, args, args.sampler)
+        DataConfig(args.data, args.size, channels), train_config(args, replace(DEMO_TRAIN, sampler=args.sampler)), fabric_config(args), args.out)
+    return run(config, args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from gendiff.figures import trajectory  # noqa: E402
 from gendiff.models import PRESETS as MODELS  # noqa: E402
-from gendiff.training import FabricConfig, RunConfig, TrainConfig, Trainer  # noqa: E402
+from gendiff.samplers import sampler_steps  # noqa: E402
+from gendiff.training import FabricConfig, RunConfig, TrainConfig, Trainer, sample_clip  # noqa: E402
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -78,7 +79,7 @@ def fabric_config(args) -> FabricConfig:
     return FabricConfig(args.accelerator, devices, args.strategy, args.num_nodes, args.precision)
 
 
-def run(config: RunConfig, args, sampler: str = "dpm++2m", full_size_hint: str | None = None) -> Path | None:
+def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | None:
     """Train (resuming if asked), then draw the trajectory and the sample grid; print where all went."""
     trainer = Trainer(config)
     trainer.setup()
@@ -92,13 +93,12 @@ def run(config: RunConfig, args, sampler: str = "dpm++2m", full_size_hint: str |
     if not trainer.fabric.is_global_zero:
         return None
     d, t = config.data, config.train
-    print(f"trained {trainer.step} steps in {time.time() - t0:.0f} s; sampling with {sampler} …")
+    print(f"trained {trainer.step} steps in {time.time() - t0:.0f} s; sampling with {t.sampler} …")
     ema = trainer.ema.module.eval()
     g = torch.Generator(trainer.fabric.device).manual_seed(t.seed)
-    steps = None if sampler in ("ihdm", "reverse") else t.sample_steps
     trajectory(trainer.diffusion, ema, (8, d.channels, d.size, d.size), trainer.run_dir / "trajectory.png",
-               value_range=d.value_range, generator=g, sampler=sampler, steps=steps,
-               device=trainer.fabric.device, prior=trainer.prior, clip_x0=d.value_range)
+               value_range=d.value_range, generator=g, sampler=t.sampler, steps=sampler_steps(t.sampler, t.sample_steps),
+               device=trainer.fabric.device, prior=trainer.prior, clip_x0=sample_clip(config))
     trainer.sample_grid(n=t.sample_n)
     report(trainer.run_dir, ckpt, full_size_hint)
     return trainer.run_dir

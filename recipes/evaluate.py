@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gendiff.data import build_dataset  # noqa: E402
 from gendiff.figures import save_grid  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
-from gendiff.training import load_prior, load_run  # noqa: E402
+from gendiff.samplers import sampler_steps  # noqa: E402
+from gendiff.training import load_prior, load_run, sample_clip  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -38,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=int, default=3, help="channels (with --samples)")
     p.add_argument("--n", type=int, help="samples per seed (default: the held-out set's size)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--sampler", default="dpm++2m")
+    p.add_argument("--sampler", help="default: the run's (config.train.sampler)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--swd-min-size", type=int, default=8, help="coarsest pyramid level for SWD")
@@ -48,13 +49,14 @@ def parse_args(argv=None):
 
 
 @torch.no_grad()
-def draw_samples(ckpt, n: int, seed: int, sampler: str, steps: int, batch_size: int):
+def draw_samples(ckpt, n: int, seed: int, sampler: str | None, steps: int, batch_size: int):
     config, diffusion, model = load_run(ckpt)
     d, prior = config.data, load_prior(config)
+    sampler = sampler or config.train.sampler
     g = torch.Generator().manual_seed(seed)
     out = [diffusion.sample(model, (min(batch_size, n - k), d.channels, d.size, d.size), sampler=sampler,
-                            steps=None if sampler in ("reverse", "ihdm") else steps, generator=g,
-                            progress=False, prior=prior, clip_x0=d.value_range)
+                            steps=sampler_steps(sampler, steps), generator=g,
+                            progress=False, prior=prior, clip_x0=sample_clip(config))
            for k in tqdm(range(0, n, batch_size), desc=f"sampling seed {seed}", leave=False)]
     return torch.cat(out).clamp(*d.value_range)
 
@@ -89,10 +91,10 @@ def summarize(per_seed: list[dict]) -> dict:
             for k in keys}
 
 
-def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler="dpm++2m", steps=50, batch_size=128,
+def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=50, batch_size=128,
                         swd_min_size=8, inception=None, out=None, ref_spec=None) -> dict:
     config, _, _ = load_run(ckpt)
-    d = config.data
+    d, sampler = config.data, sampler or config.train.sampler
     ref = build_dataset(ref_spec or d.spec, "test", d.size, d.value_range, d.channels)
     ref = torch.stack([ref[k] for k in range(len(ref))])
     n = n or len(ref)

@@ -9,6 +9,8 @@ Published defaults for 32×32: K = 200 levels, σ_B from 0.5 to 24, σ = 0.01, �
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
+
 from common import DEMO_TRAIN, add_data_args, add_run_args, data_channels, fabric_config, model_dict, run, train_config
 
 from gendiff import DCTBasis
@@ -33,10 +35,10 @@ def main(argv=None):
     config = RunConfig(
         args.name or f"ihdm-{args.data}", DCTBasis((args.size, args.size)).config(),
         HeatDissipationSchedule(args.K, args.sigma_B_max, sigma=args.sigma).config(), model_dict(args, channels),
-        DataConfig(args.data, args.size, channels, (0.0, 1.0)), train_config(args, DEMO_TRAIN),
+        DataConfig(args.data, args.size, channels, (0.0, 1.0)), train_config(args, replace(DEMO_TRAIN, sampler="ihdm", clip_x0=False)),
         fabric_config(args), args.out, parameterization={"name": "residual_mean"},
         prior={"name": "blurred_data", "delta_scale": args.delta_scale})
-    return run(config, args, "ihdm")
+    return run(config, args)
 
 
 if __name__ == "__main__":

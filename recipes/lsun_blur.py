@@ -75,7 +75,7 @@ def main(argv=None):
         hint = ("full-size experiment (LSUN 64×64, the paper's 121M UNet; put the LMDB folders under ./data "
                 "or pass --data):\n  python recipes/lsun_blur.py --preset bedroom-quartic0.14 "
                 "--data /path/to/bedroom_train_lmdb --accelerator gpu --devices 1")
-    return run(config, args, "dpm++2m", hint)
+    return run(config, args, hint)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,21 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gendiff.figures import save_grid, to_unit  # noqa: E402
-from gendiff.samplers import SAMPLERS  # noqa: E402
-from gendiff.training import load_prior, load_run  # noqa: E402
+from gendiff.samplers import SAMPLERS, sampler_steps  # noqa: E402
+from gendiff.training import load_prior, load_run, sample_clip  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True)
-    p.add_argument("--sampler", default="dpm++2m", choices=sorted(SAMPLERS))
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the run's (config.train.sampler)")
     p.add_argument("--steps", type=int, help="network evaluations (default: the sampler's)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM only")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default: <run>/samples-<sampler>-<steps>)")
-    p.add_argument("--no-clip", action="store_true", help="do not clamp x̂_0 to the data range")
+    p.add_argument("--no-clip", action="store_true", help="do not clamp x̂_0 to the data range (if the run does)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
 
@@ -39,6 +39,7 @@ def main(argv=None) -> Path:
         raise SystemExit(f"no checkpoint at {args.ckpt}")
     config, diffusion, model = load_run(args.ckpt, args.device)
     d, prior = config.data, load_prior(config)
+    args.sampler = args.sampler or config.train.sampler
     out = Path(args.out or Path(args.ckpt).parent / f"samples-{args.sampler}-{args.steps or 'default'}")
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator(args.device).manual_seed(args.seed)
@@ -46,9 +47,9 @@ def main(argv=None) -> Path:
     batches, k = [], 0
     for start in tqdm(range(0, args.n, args.batch_size), desc="batches"):
         b = min(args.batch_size, args.n - start)
-        x = diffusion.sample(model, (b, d.channels, d.size, d.size), sampler=args.sampler, steps=args.steps,
+        x = diffusion.sample(model, (b, d.channels, d.size, d.size), sampler=args.sampler, steps=sampler_steps(args.sampler, args.steps),
                              generator=g, device=args.device, progress=False, prior=prior,
-                             clip_x0=None if args.no_clip else d.value_range, **opts).cpu()
+                             clip_x0=None if args.no_clip else sample_clip(config), **opts).cpu()
         for img in to_unit(x, d.value_range):
             save_grid(img[None], out / f"{k:06d}.png", (0.0, 1.0), nrow=1)
             k += 1

@@ -65,6 +65,8 @@ def main(argv=None):
         config = row_config(args, row)
         print(f"== {row}: {config.schedule}")
         run_dir = run(config, args)
+        if run_dir is None:  # not rank 0 of a multi-process run: rank 0 evaluates
+            return None
         res = evaluate_checkpoint(run_dir / "last.ckpt", n=args.eval_n or (32 if args.quick else None),
                                   seeds=args.eval_seeds, out=run_dir / "eval")
         results[row] = {"schedule": config.schedule, "summary": res["summary"]}

@@ -37,8 +37,11 @@ class SpeedSchedule:
 
     Args:
         kind: one of ``linear, log, quadratic, cubic, quartic, triangular, none``, or a callable
-            ``f(i, N) -> array`` on the integer array i = 1..N.
-        f_N: f at the last step (0.140625 for the paper's σ_max = 0.15 with σ = 0.4).
+            ``f(i, N) -> array`` on the integer array i = 1..N. ``triangular`` is the official
+            code's: the linear ramp for i < N/2, then the same ramp read at N − i (so it peaks
+            near f_N/2 and ends slightly below f_1; kept so that row reproduces).
+        f_N: f at the last step (0.140625 for the paper's σ_max = 0.15 with σ = 0.4), except
+            for ``triangular`` (see above).
         f_1: f at the first step (0 in the paper).
     """
 

@@ -469,3 +469,13 @@ def test_basis_and_speed_construction_errors():
         WaveletBasis((7, 8))
     with pytest.raises(ValueError, match="needs N ≥ 2"):
         SpeedSchedule("linear", 0.5).values(1)
+
+
+def test_marginal_and_transition_name_their_step_range():
+    from gendiff import Diffusion, GaussianBlurBasis
+    from gendiff.schedules import VPBlurSchedule
+    d = Diffusion(GaussianBlurBasis((4, 4)), VPBlurSchedule(N=10))
+    with pytest.raises(ValueError, match=r"marginal is defined for steps 0..10, got min 11"):
+        d.marginal(torch.tensor([11]))
+    with pytest.raises(ValueError, match=r"transition is defined for steps 1..10, got min 0"):
+        d.transition(torch.tensor([0]))

@@ -118,3 +118,28 @@ def test_family_recipes_quick(tmp_path, recipe, extra):
     assert out.returncode == 0, out.stderr[-3000:]
     run = next(tmp_path.iterdir())
     assert {"samples.png", "trajectory.png", "last.ckpt"} <= {p.name for p in run.iterdir()}
+
+
+def test_resume_refuses_a_different_process(tmp_path):
+    from gendiff.training.checkpoint import CheckpointError
+    first = Trainer(tiny_config(tmp_path, steps=4, name="same"))
+    first.setup()
+    first.fit()
+    other = replace(tiny_config(tmp_path, steps=8, name="same"),
+                    schedule=VPBlurSchedule("log", 0.6, N=100).config())
+    tr = Trainer(other)
+    tr.setup()
+    with pytest.raises(CheckpointError, match="different schedule"):
+        tr.resume()
+
+
+def test_nonfinite_gradients_stop_before_the_weights_change(tmp_path):
+    from gendiff.training import NonFiniteLossError
+    tr = Trainer(tiny_config(tmp_path, steps=4, name="grad"))
+    tr.setup()
+    before = params(tr).clone()
+    # finite forward, infinite backward: the loss check alone would let this step through
+    next(tr.raw_model.parameters()).register_hook(lambda g: g * float("inf"))
+    with pytest.raises(NonFiniteLossError, match="gradient norm"):
+        tr.fit()
+    assert torch.equal(params(tr), before)

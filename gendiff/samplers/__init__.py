@@ -39,6 +39,11 @@ SAMPLERS: dict[str, Sampler] = {
     "ihdm": Sampler(sample_ihdm, "uniform", None),
 }
 
-__all__ = ["SAMPLERS", "Sampler", "StepCoefficients", "GRIDS", "check_grid", "make_grid",
+def sampler_steps(name: str, steps: int | None) -> int | None:
+    """``steps`` for samplers with a step budget; None (their full grid) for reverse and ihdm."""
+    return None if SAMPLERS[name].steps is None else steps
+
+
+__all__ = ["sampler_steps", "SAMPLERS", "Sampler", "StepCoefficients", "GRIDS", "check_grid", "make_grid",
            "power_grid", "uniform_grid", "sample_reverse", "sample_ancestral", "sample_ddim",
            "sample_dpmpp_2m", "sample_ihdm"]

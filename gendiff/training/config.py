@@ -20,7 +20,9 @@ class TrainConfig:
         grad_clip: max gradient norm, ``None`` for none (the paper uses none).
         seed: seeds the model initialisation, the batches and the diffusion noise.
         log_every, ckpt_every, sample_every: intervals in steps (0 disables sampling).
-        sample_n, sample_steps, sampler: what the periodic sample grids use.
+        sample_n, sample_steps, sampler: what the sample grids use (also the default of
+            recipes/sample.py and recipes/evaluate.py for this run).
+        clip_x0: clamp x̂_0 to the data range while sampling (DDPM's clip_denoised).
         num_workers: DataLoader workers.
     """
 
@@ -37,6 +39,7 @@ class TrainConfig:
     sample_n: int = 64
     sample_steps: int = 50
     sampler: str = "dpm++2m"
+    clip_x0: bool = True
     num_workers: int = 0
 
 

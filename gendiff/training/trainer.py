@@ -17,9 +17,10 @@ from gendiff.figures import forward_strip, save_grid
 from gendiff.models import UNetConfig, build_model
 from gendiff.parameterization import build_parameterization
 from gendiff.priors import build_prior
+from gendiff.samplers import sampler_steps
 from gendiff.schedules import build_schedule
 
-from .checkpoint import READ_ERRORS, latest_checkpoint, save_atomic, unreadable
+from .checkpoint import READ_ERRORS, CheckpointError, latest_checkpoint, save_atomic, unreadable
 from .config import RunConfig
 from .csvlog import CSVLog
 from .ema import ema_model
@@ -27,6 +28,16 @@ from .ema import ema_model
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def step_seed(seed: int, rank: int, step: int, stream: int) -> int:
+    """A seed that is a pure function of (run seed, rank, step, stream).
+
+    Batches (stream 0) and diffusion noise (stream 1) are drawn from generators seeded this way
+    at every step, so a resumed run — on any number of ranks — draws exactly what the
+    uninterrupted run would have, without saving per-rank generator states.
+    """
+    return hash((seed, rank, step, stream)) & 0x7FFFFFFF
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -41,7 +52,7 @@ class StepBatches(torch.utils.data.Sampler):
 
     def __iter__(self):
         for k in range(self.start, self.steps):
-            g = torch.Generator().manual_seed(hash((self.seed, self.rank, k)) & 0x7FFFFFFF)
+            g = torch.Generator().manual_seed(step_seed(self.seed, self.rank, k, 0))
             yield torch.randint(self.n, (self.batch,), generator=g).tolist()
 
     def __len__(self):
@@ -78,12 +89,12 @@ class Trainer:
         self.ema = ema_model(self.raw_model, c.train.ema_decay, c.train.ema_warmup).to(fabric.device)
         opt = torch.optim.Adam(self.raw_model.parameters(), lr=c.train.lr)
         self.model, self.optimizer = fabric.setup(self.raw_model, opt)
-        self.generator = torch.Generator(fabric.device).manual_seed(c.train.seed * 7919 + fabric.global_rank)
+        self.generator = torch.Generator(fabric.device)
         self.step = 0
 
     def state(self) -> dict:
         return {"model": self.model, "ema": self.ema, "optimizer": self.optimizer, "step": self.step,
-                "generator": self.generator.get_state(), "config": self.config.to_dict(),
+                "config": self.config.to_dict(),
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                         "python": random.getstate()}}
 
@@ -106,12 +117,23 @@ class Trainer:
                                     weights_only=False)
         except READ_ERRORS as e:  # torch's message does not name the file or say what to do
             raise unreadable(path, e) from e
+        self._check_same_run(path, rest.get("config", {}))
         self.step = int(rest["step"])
-        self.generator.set_state(rest["generator"])
         torch.set_rng_state(rest["rng"]["torch"])
         np.random.set_state(rest["rng"]["numpy"])
         random.setstate(rest["rng"]["python"])
         return True
+
+    def _check_same_run(self, path: Path, saved: dict) -> None:
+        """Refuse to continue a checkpoint of a different process under the same name."""
+        ours = self.config.to_dict()
+        keys = ["basis", "schedule", "parameterization", "prior", "model"]
+        diff = [k for k in keys if k in saved and saved[k] != ours[k]]
+        diff += [f"data.{k}" for k in ("spec", "size", "channels") if saved.get("data", {}).get(k) != ours["data"][k]]
+        if diff:
+            raise CheckpointError(f"{path} was trained with a different {', '.join(diff)} "
+                                  f"(saved {', '.join(repr(saved.get(k.split('.')[0])) for k in diff[:1])}); "
+                                  "use another --name or --out, or delete the checkpoint to start over")
 
     def _loader(self):
         t = self.config.train
@@ -143,9 +165,10 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}")
                 if c.sample_every and self.step % c.sample_every == 0:
                     self.sample_grid()
-                if self.step % c.ckpt_every == 0 or self.step == c.steps or self._stop_signal:
+                stop = self._stop_on_all_ranks()
+                if self.step % c.ckpt_every == 0 or self.step == c.steps or stop:
                     self.save()
-                if self._stop_signal:
+                if stop:
                     break
         finally:
             bar.close()
@@ -155,19 +178,34 @@ class Trainer:
         return self.run_dir / "last.ckpt"
 
     def _train_step(self, x0: torch.Tensor) -> float:
+        t = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
+        self.generator.manual_seed(step_seed(t.seed, self.fabric.global_rank, self.step, 1))
         loss = self.diffusion.loss(self.model, x0, generator=self.generator)
         value = self._loss_on_all_ranks(loss)
-        if not np.isfinite(value):
-            raise NonFiniteLossError(
-                f"loss is {value} at step {self.step + 1}; stopping. The last good checkpoint is "
-                f"{latest_checkpoint(self.run_dir)} (lower the lr, set grad_clip, or use 32-true).")
+        self._stop_if_nonfinite("loss", value)
         self.fabric.backward(loss)
-        if self.config.train.grad_clip:
-            self.fabric.clip_gradients(self.model, self.optimizer, max_norm=self.config.train.grad_clip)
+        # Gradients are synchronised, so every rank sees the same norm; a finite loss can still
+        # give inf gradients, which one optimizer step would write into the weights.
+        norm = self.fabric.clip_gradients(self.model, self.optimizer, max_norm=t.grad_clip or float("inf"),
+                                         error_if_nonfinite=False)
+        self._stop_if_nonfinite("gradient norm", float(norm))
         self.optimizer.step()
         self.ema.update_parameters(self.raw_model)
         return value
+
+    def _stop_if_nonfinite(self, what: str, value: float) -> None:
+        if not np.isfinite(value):
+            raise NonFiniteLossError(
+                f"{what} is {value} at step {self.step + 1}; stopping. The last good checkpoint is "
+                f"{latest_checkpoint(self.run_dir)} (lower the lr, set grad_clip, or use 32-true).")
+
+    def _stop_on_all_ranks(self) -> bool:
+        """True on every rank once any rank got SIGTERM/SIGINT, so all save and stop together."""
+        stop = self._stop_signal is not None
+        if self.fabric.world_size > 1:
+            stop = bool(self.fabric.all_reduce(torch.tensor(float(stop), device=self.fabric.device), reduce_op="max"))
+        return stop
 
     def _loss_on_all_ranks(self, loss: torch.Tensor) -> float:
         """The loss averaged over ranks, so a NaN on any rank stops every rank at the same step.
@@ -187,8 +225,8 @@ class Trainer:
         n = n or t.sample_n
         g = torch.Generator(self.fabric.device).manual_seed(1234)
         x = self.diffusion.sample(self.ema.module.eval(), (n, d.channels, d.size, d.size), sampler=t.sampler,
-                                  steps=t.sample_steps, generator=g, progress=False, device=self.fabric.device,
-                                  prior=self.prior, clip_x0=d.value_range)
+                                  steps=sampler_steps(t.sampler, t.sample_steps), generator=g, progress=False,
+                                  device=self.fabric.device, prior=self.prior, clip_x0=sample_clip(self.config))
         save_grid(x, path or self.run_dir / "samples.png", d.value_range)
         return path or self.run_dir / "samples.png"
 
@@ -221,6 +259,11 @@ def _install_signal_handlers(trainer: Trainer):
 def _restore_signal_handlers(old) -> None:
     for s, h in old.items():
         signal.signal(s, h)
+
+
+def sample_clip(config: RunConfig) -> tuple[float, float] | None:
+    """The x̂_0 clamp range for sampling this run: the data range, unless the run turned it off."""
+    return config.data.value_range if config.train.clip_x0 else None
 
 
 def build_diffusion(config: RunConfig) -> Diffusion:
