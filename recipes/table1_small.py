@@ -17,11 +17,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from common import DEMO_TRAIN, add_data_args, add_run_args, data_channels, fabric_config, model_dict, run, train_config
-from evaluate import evaluate_checkpoint
+import torch
+from common import (
+    DEMO_TRAIN,
+    add_data_args,
+    add_run_args,
+    data_channels,
+    fabric_config,
+    model_dict,
+    run,
+    train_config,
+)
+from evaluate import evaluate_checkpoint, image_metrics, summarize
+from gendiff.schedules import SpeedSchedule, VPBlurSchedule
 
 from gendiff import GaussianBlurBasis
-from gendiff.schedules import SpeedSchedule, VPBlurSchedule
+from gendiff.data import build_dataset
 from gendiff.training import DataConfig, RunConfig
 
 N, SIGMA, PAPER_SIZE = 1000, 0.4, 64
@@ -34,7 +45,7 @@ def scaled_f_N(kind: str, f_N: float, size: int) -> float:
         return 0.0
     F_paper = SpeedSchedule(kind, f_N).cumulative(N)[N]
     F_target = F_paper * (size / PAPER_SIZE) ** 2  # blur std ∝ √F, so F scales with size²
-    return f_N * F_target / F_paper
+    return float(f_N * F_target / F_paper)
 
 
 def parse_args(argv=None):
@@ -70,14 +81,30 @@ def main(argv=None):
         res = evaluate_checkpoint(run_dir / "last.ckpt", n=args.eval_n or (32 if args.quick else None),
                                   seeds=args.eval_seeds, out=run_dir / "eval")
         results[row] = {"schedule": config.schedule, "summary": res["summary"]}
+    results["data"] = {"schedule": {"f_N": float("nan")}, "summary": data_reference(args)}
     Path(args.out, "results.json").write_text(json.dumps(results, indent=2))
     print_table(results)
     return results
 
 
+def data_reference(args) -> dict:
+    """The metrics of training images against the held-out set: the floor a model can reach."""
+    channels = data_channels(args.data)
+    test = build_dataset(args.data, "test", args.size, (-1.0, 1.0), channels)
+    train = build_dataset(args.data, "train", args.size, (-1.0, 1.0), channels)
+    ref = torch.stack([test[k] for k in range(len(test))])
+    n = args.eval_n or len(ref)
+    per_seed = []
+    for seed in args.eval_seeds:
+        idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+        x = torch.stack([train[int(k)] for k in idx])
+        per_seed.append(image_metrics(x, ref, (-1.0, 1.0), 8, seed))
+    return summarize(per_seed)
+
+
 def print_table(results: dict) -> None:
     keys = [k for k in next(iter(results.values()))["summary"] if k.startswith(("swd", "spec"))]
-    print("| row | f(N) | " + " | ".join(keys) + " |")
+    print("| row | f(N) | " + " | ".join(keys) + " |")  # row "data": training images, the floor
     print("| --- | --- | " + " | ".join("---" for _ in keys) + " |")
     for row, r in results.items():
         s = r["summary"]
