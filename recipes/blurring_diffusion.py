@@ -35,7 +35,8 @@ def main(argv=None):
     config = RunConfig(
         args.name or f"blurring-{args.data}", DCTBasis((args.size, args.size)).config(),
         BlurringDiffusionSchedule(args.N, args.sigma_B_max, args.d_min).config(), model_dict(args, channels),
-        DataConfig(args.data, args.size, channels), train_config(args, replace(DEMO_TRAIN, sampler=args.sampler)), fabric_config(args), args.out)
+        DataConfig(args.data, args.size, channels), train_config(args, replace(DEMO_TRAIN, sampler=args.sampler)),
+        fabric_config(args), args.out)
     return run(config, args)
 
 

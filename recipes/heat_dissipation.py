@@ -32,12 +32,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     channels = data_channels(args.data)
+    # IHDM samples with its own sampler and no x̂_0 clamp, as the reference implementation does.
+    train = train_config(args, replace(DEMO_TRAIN, sampler="ihdm", clip_x0=False))
     config = RunConfig(
         args.name or f"ihdm-{args.data}", DCTBasis((args.size, args.size)).config(),
         HeatDissipationSchedule(args.K, args.sigma_B_max, sigma=args.sigma).config(), model_dict(args, channels),
-        DataConfig(args.data, args.size, channels, (0.0, 1.0)), train_config(args, replace(DEMO_TRAIN, sampler="ihdm", clip_x0=False)),
-        fabric_config(args), args.out, parameterization={"name": "residual_mean"},
-        prior={"name": "blurred_data", "delta_scale": args.delta_scale})
+        DataConfig(args.data, args.size, channels, (0.0, 1.0)), train, fabric_config(args), args.out,
+        parameterization={"name": "residual_mean"}, prior={"name": "blurred_data", "delta_scale": args.delta_scale})
     return run(config, args)
 
 
