@@ -95,7 +95,60 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return files
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
+class SkipsBadRecords(torch.utils.data.Dataset):
+    """A dataset that returns the next readable record when one fails to decode.
+
+    Subclasses implement :meth:`_source` (opened once per item) and :meth:`_decode`
+    (``-> PIL.Image``), :meth:`_name` (for the warning) and set ``size``, ``channels``,
+    ``value_range``. Failures are remembered (``n_bad``), warned about once, and never crash a
+    run; a full lap without a readable record raises.
+    """
+
+    what, bad_word = "record", "unreadable"
+
+    def __init__(self):
+        self._bad: set[int] = set()
+        self._warned = False
+
+    def _source(self):
+        return None
+
+    def _decode(self, source, i: int) -> Image.Image:
+        raise NotImplementedError
+
+    def _name(self, i: int) -> str:
+        return str(i)
+
+    @property
+    def n_bad(self) -> int:
+        return len(self._bad)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} {self.what}s")
+        source = self._source()  # outside the try: a source that cannot open is not a bad record
+        for step in range(n):  # walk forward past bad records; one full lap means none is good
+            i = (index % n + step) % n
+            if i in self._bad:
+                continue
+            try:
+                img = self._decode(source, i)
+            except Exception as err:  # PIL and lmdb raise many types for bad data
+                self._skip(i, err)
+                continue
+            return pil_to_tensor(img, self.size, self.channels, self.value_range)
+        raise RuntimeError(f"none of the {n} {self.what}s in {str(self.root)!r} is readable")
+
+    def _skip(self, i: int, err: Exception) -> None:
+        self._bad.add(i)
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"skipping {self.bad_word} {self.what} {self._name(i)} in {str(self.root)!r} ({err!r}); "
+                          f"further failures are counted without warning", RuntimeWarning, stacklevel=4)
+
+
+class ImageFolderDataset(SkipsBadRecords):
     """All images under a folder, resized (not cropped) to ``size x size``.
 
     Args:
@@ -111,47 +164,27 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | os.PathLike, size: int = 64, channels: int = 3,
                  value_range: tuple[float, float] = (-1.0, 1.0)):
+        super().__init__()
         check_size_channels(size, channels)
         to_value_range(torch.zeros(()), value_range)  # validate early
         self.root = Path(root).expanduser()
         self.files = list_images(self.root)
         self.size, self.channels, self.value_range = int(size), channels, tuple(value_range)
-        self._bad: set[int] = set()
-        self._warned = False
+
+    what = "image file"
 
     @property
     def n_skipped(self) -> int:
-        return len(self._bad)
+        return self.n_bad
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        n = len(self.files)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} images")
-        index %= n
-        # Walk forward past unreadable files; one full lap means nothing is readable.
-        for step in range(n):
-            i = (index + step) % n
-            if i in self._bad:
-                continue
-            try:
-                img = decode_image(self.files[i])
-            except Exception as err:  # PIL raises many types for bad data
-                self._skip(i, err)
-                continue
-            return pil_to_tensor(img, self.size, self.channels, self.value_range)
-        raise RuntimeError(f"none of the {n} image files under {str(self.root)!r} is readable")
+    def _decode(self, source, i: int) -> Image.Image:
+        return decode_image(self.files[i])
 
-    def _skip(self, i: int, err: Exception) -> None:
-        """Remember file ``i`` as unreadable and warn the first time this happens."""
-        self._bad.add(i)
-        if not self._warned:
-            self._warned = True
-            warnings.warn(f"skipping unreadable image {str(self.files[i])!r} ({err!r}); "
-                          f"further failures are counted in .n_skipped without warning",
-                          RuntimeWarning, stacklevel=3)
+    def _name(self, i: int) -> str:
+        return repr(str(self.files[i]))
 
     def __repr__(self) -> str:
         return (f"ImageFolderDataset(root={str(self.root)!r}, n={len(self)}, size={self.size}, "

@@ -33,7 +33,7 @@ from pathlib import Path
 import lmdb
 import torch
 
-from gendiff.data.folder import check_size_channels, decode_image, pil_to_tensor, to_value_range
+from gendiff.data.folder import SkipsBadRecords, check_size_channels, decode_image, to_value_range
 
 _CACHE_VERSION = 1
 
@@ -144,7 +144,7 @@ def resolve_lsun_root(root: str | os.PathLike) -> Path:
     return path
 
 
-class LSUNDataset(torch.utils.data.Dataset):
+class LSUNDataset(SkipsBadRecords):
     """One LSUN category read from its official LMDB, resized (not cropped) to ``size x size``.
 
     Args:
@@ -164,6 +164,7 @@ class LSUNDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, size: int = 64,
                  value_range: tuple[float, float] = (-1.0, 1.0),
                  cache_dir: str | os.PathLike | None = None, max_readers: int = 126):
+        super().__init__()
         check_size_channels(size, 3)
         to_value_range(torch.zeros(()), value_range)  # validate early
         self.root = resolve_lsun_root(root)
@@ -171,12 +172,12 @@ class LSUNDataset(torch.utils.data.Dataset):
         self.keys, self.key_cache = load_keys(self.root, cache_dir, max_readers)
         if not self.keys:
             raise FileNotFoundError(f"LSUN LMDB {str(self.root)!r} holds no records")
-        self._bad: set[int] = set()
-        self._warned = False
+
+    channels, what, bad_word = 3, "LSUN record", "corrupt"
 
     @property
     def n_corrupt(self) -> int:
-        return len(self._bad)
+        return self.n_bad
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -188,33 +189,15 @@ class LSUNDataset(torch.utils.data.Dataset):
             raise KeyError(f"key {self.keys[i]!r} has no value")
         return data
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        n = len(self.keys)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} records")
-        index %= n
-        # Outside the try: an environment that cannot open is not a bad record; fail loudly.
-        env = shared_env(self.root, self.max_readers)
-        for step in range(n):  # one full lap without a good record means give up
-            i = (index + step) % n
-            if i in self._bad:
-                continue
-            try:  # a damaged page (lmdb.Error) or undecodable bytes (PIL) both count as corrupt
-                img = decode_image(self._read(env, i))
-            except Exception as err:
-                self._skip(i, err)
-                continue
-            return pil_to_tensor(img, self.size, 3, self.value_range)
-        raise RuntimeError(f"none of the {n} records in {str(self.root)!r} decodes")
+    def _source(self) -> lmdb.Environment:
+        return shared_env(self.root, self.max_readers)
 
-    def _skip(self, i: int, err: Exception) -> None:
-        """Remember record ``i`` as corrupt and warn the first time this happens."""
-        self._bad.add(i)
-        if not self._warned:
-            self._warned = True
-            warnings.warn(f"skipping corrupt LSUN record {self.keys[i]!r} in {str(self.root)!r} "
-                          f"({err!r}); further ones are counted in .n_corrupt without warning",
-                          RuntimeWarning, stacklevel=3)
+    def _decode(self, env: lmdb.Environment, i: int):
+        # a damaged page (lmdb.Error) or undecodable bytes (PIL) both count as corrupt
+        return decode_image(self._read(env, i))
+
+    def _name(self, i: int) -> str:
+        return repr(self.keys[i])
 
     def __repr__(self) -> str:
         return (f"LSUNDataset(root={str(self.root)!r}, n={len(self)}, size={self.size}, "
