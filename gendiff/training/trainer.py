@@ -74,7 +74,8 @@ class Trainer:
         self.fabric = Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy,
                              num_nodes=fc.num_nodes, precision=fc.precision,
                              loggers=_loggers(self.run_dir))
-        self._stop_signal: int | None = None
+        self._stop_signal: int | None = None  # set by the handler on this rank
+        self._stopped = False  # any rank got a signal and fit() stopped early
 
     def setup(self) -> None:
         """Data first (a bad path fails before the model is built), then model, EMA, optimizer."""
@@ -100,8 +101,8 @@ class Trainer:
 
     @property
     def interrupted(self) -> bool:
-        """True when SIGTERM/SIGINT stopped :meth:`fit` early (a checkpoint was saved)."""
-        return self._stop_signal is not None
+        """True when SIGTERM/SIGINT on any rank stopped :meth:`fit` early (a checkpoint was saved)."""
+        return self._stopped
 
     def save(self) -> Path:
         return save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state())
@@ -205,6 +206,7 @@ class Trainer:
         stop = self._stop_signal is not None
         if self.fabric.world_size > 1:
             stop = bool(self.fabric.all_reduce(torch.tensor(float(stop), device=self.fabric.device), reduce_op="max"))
+        self._stopped = stop
         return stop
 
     def _loss_on_all_ranks(self, loss: torch.Tensor) -> float:
