@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-BASES: dict[str, type["OrthoBasis"]] = {}
+from gendiff.registry import Registry
 
 
 class OrthoBasis(ABC):
@@ -31,7 +31,7 @@ class OrthoBasis(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
-            BASES[cls.name] = cls
+            BASES.register(cls.name, cls)
 
     def __init__(self, shape: tuple[int, int] | int):
         if isinstance(shape, int):
@@ -59,11 +59,12 @@ class OrthoBasis(ABC):
         return {"shape": list(self.shape)}
 
     def config(self) -> dict[str, Any]:
-        """``{"name": ..., **args}``: enough to rebuild the basis with :func:`build_basis`."""
-        if not self.name:
-            raise TypeError(f"{type(self).__name__} has no class attribute `name`, so it "
-                            "cannot be recorded in a config; set name = '...' on the class")
-        return {"name": self.name, **self.config_args()}
+        """``{"name": ..., **args}``: enough to rebuild the basis with :func:`build_basis`.
+
+        ``name`` is the registered name of a built-in basis, else the class's import path
+        ``"package.module:Class"``, so a fresh process can rebuild a custom basis.
+        """
+        return {"name": BASES.name_of(type(self)), **self.config_args()}
 
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError naming the expected shape when ``x`` does not fit this basis."""
@@ -102,10 +103,10 @@ class OrthoBasis(ABC):
         return f"{type(self).__name__}({args})"
 
 
+BASES = Registry("basis", base=OrthoBasis)
+
+
 def build_basis(config: dict[str, Any]) -> OrthoBasis:
-    """Rebuild a basis from ``basis.config()``, e.g. ``{"name": "blur", "shape": [64, 64]}``."""
-    config = dict(config)
-    name = config.pop("name", None)
-    if name not in BASES:
-        raise ValueError(f"unknown basis {name!r}; valid names: {sorted(BASES)}")
-    return BASES[name](**config)
+    """Rebuild a basis from ``basis.config()``, e.g. ``{"name": "blur", "shape": [64, 64]}`` or
+    ``{"name": "mylab.bases:PCABasis", "shape": [16, 16]}``."""
+    return BASES.build(config)

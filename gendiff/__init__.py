@@ -9,8 +9,9 @@ from gendiff.bases import (BASES, DCTBasis, FourierBasis, GaussianBlurBasis, Ide
 __all__ = ["BASES", "OrthoBasis", "IdentityBasis", "DCTBasis", "FourierBasis", "GaussianBlurBasis",
            "WaveletBasis", "build_basis"]
 __version__ = "0.1.0"
+from gendiff.registry import Registry  # noqa: E402
 from gendiff.diffusion import Diffusion  # noqa: E402
 from gendiff.parameterization import EpsPrediction, ResidualMeanPrediction  # noqa: E402
 from gendiff.priors import BlurredDataPrior, gaussian_prior  # noqa: E402
 
-__all__ += ["Diffusion", "EpsPrediction", "ResidualMeanPrediction", "BlurredDataPrior", "gaussian_prior"]
+__all__ += ["Registry", "Diffusion", "EpsPrediction", "ResidualMeanPrediction", "BlurredDataPrior", "gaussian_prior"]

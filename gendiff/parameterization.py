@@ -11,9 +11,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from gendiff.registry import Registry
 from gendiff.samplers.common import StepCoefficients, cast
 
-PARAMETERIZATIONS: dict[str, type["Parameterization"]] = {}
+PARAMETERIZATIONS = Registry("parameterization")
 
 
 class Parameterization(ABC):
@@ -24,7 +25,7 @@ class Parameterization(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
-            PARAMETERIZATIONS[cls.name] = cls
+            PARAMETERIZATIONS.register(cls.name, cls)
 
     @abstractmethod
     def loss(self, diffusion, model, x0: Tensor, i: Tensor, generator=None) -> Tensor:
@@ -35,7 +36,7 @@ class Parameterization(ABC):
         """x̂̄_0 from the model output ``out`` and the state ``x`` (both coefficient space)."""
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name}
+        return {"name": PARAMETERIZATIONS.name_of(type(self))}
 
 
 class EpsPrediction(Parameterization):
@@ -93,8 +94,4 @@ class ResidualMeanPrediction(Parameterization):
 
 def build_parameterization(config: dict[str, Any] | None) -> Parameterization:
     """From ``parameterization.config()``; ``None`` gives the default ε-prediction."""
-    config = dict(config or {"name": "eps"})
-    name = config.pop("name", None)
-    if name not in PARAMETERIZATIONS:
-        raise ValueError(f"unknown parameterization {name!r}; valid: {sorted(PARAMETERIZATIONS)}")
-    return PARAMETERIZATIONS[name](**config)
+    return PARAMETERIZATIONS.build(config or {"name": "eps"})

@@ -9,6 +9,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from gendiff.registry import Registry
+
 
 def gaussian_prior(diffusion, shape, t0: int, generator, dtype, device) -> Tensor:
     """x̄_{t0} ~ N(0, diag(s_{t0}²)): the marginal with the data's contribution a_{t0} x̄_0 dropped
@@ -41,8 +43,10 @@ class BlurredDataPrior:
         return coef.log_a(t0).exp().to(dtype) * x0_bar + (self.delta_scale * coef.s(t0)).to(dtype) * noise
 
 
-PRIORS = {"gaussian": lambda data: gaussian_prior,
-          "blurred_data": lambda data, **kw: BlurredDataPrior(data(), **kw)}
+# An entry is a factory ``factory(data=<function returning the training data>, **args) -> prior``.
+PRIORS = Registry("prior")
+PRIORS.register("gaussian", lambda data: gaussian_prior)
+PRIORS.register("blurred_data", lambda data, **kw: BlurredDataPrior(data(), **kw))
 
 
 def build_prior(config: dict[str, Any] | None, data: Callable[[], Any] | None = None):
@@ -52,8 +56,4 @@ def build_prior(config: dict[str, Any] | None, data: Callable[[], Any] | None = 
         config: the prior's name and arguments.
         data: a function returning the training data, called only by priors that need it.
     """
-    config = dict(config or {"name": "gaussian"})
-    name = config.pop("name")
-    if name not in PRIORS:
-        raise ValueError(f"unknown prior {name!r}; valid: {sorted(PRIORS)}")
-    return PRIORS[name](data, **config)
+    return PRIORS.build(config or {"name": "gaussian"}, data=data)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-SCHEDULES: dict[str, type["Schedule"]] = {}
+from gendiff.registry import Registry
 
 
 class ScheduleError(ValueError):
@@ -40,7 +40,7 @@ class Schedule(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
-            SCHEDULES[cls.name] = cls
+            SCHEDULES.register(cls.name, cls)
 
     def __init__(self, N: int):
         if int(N) < 1:
@@ -100,19 +100,17 @@ class Schedule(ABC):
         return torch.unique(rates).reshape(1, 1, -1)
 
     def config(self) -> dict[str, Any]:
-        """``{"name": ..., **args}``, enough to rebuild with :func:`build_schedule`."""
-        if not self.name:
-            raise TypeError(f"{type(self).__name__} has no `name`, so it cannot be recorded")
-        return {"name": self.name, **self.config_args()}
+        """``{"name": ..., **args}``, enough to rebuild with :func:`build_schedule`; ``name`` is
+        the registered name of a built-in schedule, else the class's import path."""
+        return {"name": SCHEDULES.name_of(type(self)), **self.config_args()}
 
     def config_args(self) -> dict[str, Any]:
         return {"N": self.N}
 
 
+SCHEDULES = Registry("schedule", base=Schedule)
+
+
 def build_schedule(config: dict[str, Any]) -> Schedule:
-    """Rebuild a schedule from ``schedule.config()``."""
-    config = dict(config)
-    name = config.pop("name", None)
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; valid names: {sorted(SCHEDULES)}")
-    return SCHEDULES[name](**config)
+    """Rebuild a schedule from ``schedule.config()`` (a registered name or an import path)."""
+    return SCHEDULES.build(config)

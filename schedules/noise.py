@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 
+from gendiff.registry import Registry
+
 
 def linear(N: int, beta_1: float = 1e-4, beta_N: float = 0.02) -> np.ndarray:
     """DDPM's linear β_i from beta_1 to beta_N (Ho et al. 2020); log ᾱ_i = Σ_{j≤i} log(1 − β_j)."""
@@ -33,10 +35,14 @@ def logsnr_cosine(N: int, logsnr_max: float = 10.0, logsnr_min: float = -10.0) -
     return np.concatenate([[0.0], -np.logaddexp(0.0, -lam)])
 
 
-NOISE = {"linear": linear, "cosine": cosine, "logsnr-cosine": logsnr_cosine}
+# An entry is a function (N, **kwargs) -> log ᾱ_i, i = 0..N; register custom ones with
+# ``@NOISE.register("name")`` or pass an import path.
+NOISE = Registry("noise schedule")
+NOISE.register("linear", linear)
+NOISE.register("cosine", cosine)
+NOISE.register("logsnr-cosine", logsnr_cosine)
 
 
 def log_alpha_bar(name: str, N: int, **kwargs) -> np.ndarray:
-    if name not in NOISE:
-        raise ValueError(f"unknown noise schedule {name!r}; valid: {sorted(NOISE)}")
-    return NOISE[name](N, **kwargs)
+    """log ᾱ_i, i = 0..N, of the noise schedule ``name`` (registered name or import path)."""
+    return NOISE.resolve(name)(N, **kwargs)

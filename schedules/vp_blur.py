@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import Schedule, broadcast_step
-from .noise import log_alpha_bar
+from .noise import NOISE, log_alpha_bar
 from .speed import SpeedSchedule
 
 
@@ -79,9 +79,7 @@ class VPBlurSchedule(Schedule):
         return torch.stack([rates.min(), rates.max()]).reshape(1, 1, 2)
 
     def config_args(self) -> dict[str, Any]:
-        if callable(self.speed.kind):
-            raise TypeError("a VPBlurSchedule with a callable blur speed cannot be recorded in a "
-                            "config; register a named form instead")
-        return {"f_type": self.speed.kind, "f_N": self.speed.f_N, "f_1": self.speed.f_1,
-                "N": self.N, "noise": self.noise, "fine_to_coarse": self.fine_to_coarse,
+        return {"f_type": self.speed.kind_name(), "f_N": self.speed.f_N, "f_1": self.speed.f_1,
+                "N": self.N, "noise": NOISE.name_of(NOISE.resolve(self.noise)),
+                "fine_to_coarse": self.fine_to_coarse,
                 "noise_kwargs": self.noise_kwargs}

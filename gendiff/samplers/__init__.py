@@ -1,11 +1,14 @@
 """Samplers: plain functions over a coefficient-space ε-predictor and a step grid.
 
-Register a new one with ``SAMPLERS["name"] = Sampler(fn, default_grid, default_steps)``.
+Register a new one with ``SAMPLERS.register("name", Sampler(fn, default_grid, default_steps))``
+(a name already taken is refused), or pass its import path ``"package.module:my_sampler"``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+from gendiff.registry import Registry
 
 from .common import StepCoefficients
 from .ddim import sample_ddim
@@ -30,14 +33,13 @@ class Sampler:
     steps: int | None = 50
 
 
-SAMPLERS: dict[str, Sampler] = {
-    "reverse": Sampler(sample_reverse, "uniform", None),
-    "ancestral": Sampler(sample_ancestral, "uniform", 100),
-    "ddim": Sampler(sample_ddim, "uniform", 50),
-    # cubic measured best from 15 to 50 steps on every schedule in benchmarks/samplers.py
-    "dpm++2m": Sampler(sample_dpmpp_2m, "cubic", 50),
-    "ihdm": Sampler(sample_ihdm, "uniform", None),
-}
+SAMPLERS = Registry("sampler", base=Sampler)
+SAMPLERS.register("reverse", Sampler(sample_reverse, "uniform", None))
+SAMPLERS.register("ancestral", Sampler(sample_ancestral, "uniform", 100))
+SAMPLERS.register("ddim", Sampler(sample_ddim, "uniform", 50))
+# cubic measured best from 15 to 50 steps on every schedule in benchmarks/samplers.py
+SAMPLERS.register("dpm++2m", Sampler(sample_dpmpp_2m, "cubic", 50))
+SAMPLERS.register("ihdm", Sampler(sample_ihdm, "uniform", None))
 
 def sampler_steps(name: str, steps: int | None) -> int | None:
     """``steps`` for samplers with a step budget; None (their full grid) for reverse and ihdm."""
