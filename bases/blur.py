@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import basis_shape
 from .separable import SeparableBasis, dct_frequencies, dct_matrix, fourier_frequencies, fourier_matrix
 
 BOUNDARIES = ("zero", "circular", "reflect")
@@ -79,7 +80,7 @@ class GaussianBlurBasis(SeparableBasis):
             raise ValueError(f"unknown boundary {boundary!r}; valid: {list(BOUNDARIES)}")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        h, w = (shape, shape) if isinstance(shape, int) else shape
+        h, w = basis_shape(shape)
         (u_h, d_h), (u_w, d_w) = _eig_1d(h, sigma, boundary), _eig_1d(w, sigma, boundary)
         self.sigma, self.boundary = float(sigma), boundary
         self.eigenvalues_1d = (d_h, d_w)

@@ -1,6 +1,7 @@
 """Orthonormal DCT-II per channel: the eigenbasis of the Laplacian with Neumann boundaries."""
 from __future__ import annotations
 
+from .base import basis_shape
 from .separable import SeparableBasis, dct_frequencies, dct_matrix
 
 
@@ -21,5 +22,5 @@ class DCTBasis(SeparableBasis):
 
 
 def _parts(shape):
-    h, w = (shape, shape) if isinstance(shape, int) else shape
+    h, w = basis_shape(shape)
     return dct_matrix(h), dct_matrix(w), dct_frequencies(h) ** 2, dct_frequencies(w) ** 2

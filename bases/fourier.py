@@ -1,6 +1,7 @@
 """A real orthonormal Fourier basis: the eigenbasis of every circular (periodic) convolution."""
 from __future__ import annotations
 
+from .base import basis_shape
 from .separable import SeparableBasis, fourier_frequencies, fourier_matrix
 
 
@@ -18,6 +19,6 @@ class FourierBasis(SeparableBasis):
     name = "fourier"
 
     def __init__(self, shape):
-        h, w = (shape, shape) if isinstance(shape, int) else shape
+        h, w = basis_shape(shape)
         super().__init__(shape, fourier_matrix(h), fourier_matrix(w),
                          fourier_frequencies(h) ** 2, fourier_frequencies(w) ** 2)

@@ -16,14 +16,11 @@ class IdentityBasis(OrthoBasis):
 
     name = "identity"
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+    def _forward(self, x: Tensor) -> Tensor:
         return x
 
-    def inverse(self, c: Tensor) -> Tensor:
-        self.check_input(c)
+    def _inverse(self, c: Tensor) -> Tensor:
         return c
 
-    @property
-    def rates(self) -> Tensor:
+    def _rates(self) -> Tensor:
         return torch.zeros(1, *self.shape, dtype=torch.float64)

@@ -68,30 +68,25 @@ class SeparableBasis(OrthoBasis):
 
     def __init__(self, shape, u_h: np.ndarray, u_w: np.ndarray, rho_h: np.ndarray, rho_w: np.ndarray):
         super().__init__(shape)
-        self._u = {"h": torch.as_tensor(u_h, dtype=torch.float64),
-                   "w": torch.as_tensor(u_w, dtype=torch.float64)}
+        h, w = self.shape
+        if np.shape(u_h) != (h, h) or np.shape(u_w) != (w, w) or np.shape(rho_h) != (h,) or np.shape(rho_w) != (w,):
+            raise ValueError(f"SeparableBasis{self.shape} needs u_h {h}×{h}, u_w {w}×{w}, rho_h ({h},), "
+                             f"rho_w ({w},); got {np.shape(u_h)}, {np.shape(u_w)}, {np.shape(rho_h)}, "
+                             f"{np.shape(rho_w)}")
+        self.u_h = torch.as_tensor(u_h, dtype=torch.float64)
+        self.u_w = torch.as_tensor(u_w, dtype=torch.float64)
         rho = np.add.outer(np.asarray(rho_h, np.float64), np.asarray(rho_w, np.float64))
-        self._rates = torch.as_tensor(np.maximum(rho, 0.0))[None]
-        self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._rho = torch.as_tensor(np.maximum(rho, 0.0))[None]
 
-    def _mats(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        # Cast once per (dtype, device): the float64 masters stay exact, the copies are reused.
-        key = (x.dtype, x.device)
-        if key not in self._cache:
-            self._cache[key] = tuple(self._u[a].to(device=x.device, dtype=x.dtype) for a in "hw")
-        return self._cache[key]
+    def constants(self) -> tuple[Tensor, Tensor]:
+        return self.u_h, self.u_w
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        uh, uw = self._mats(x)
+    def _forward(self, x: Tensor, uh: Tensor, uw: Tensor) -> Tensor:
         return uh.mT @ (x @ uw)
 
-    def inverse(self, c: Tensor) -> Tensor:
-        self.check_input(c)
-        uh, uw = self._mats(c)
+    def _inverse(self, c: Tensor, uh: Tensor, uw: Tensor) -> Tensor:
         return uh @ (c @ uw.mT)
 
-    @property
-    def rates(self) -> Tensor:
-        return self._rates
+    def _rates(self) -> Tensor:
+        return self._rho
 

@@ -59,34 +59,28 @@ class WaveletBasis(OrthoBasis):
             raise ValueError(f"WaveletBasis with levels={levels} needs H and W divisible by "
                              f"{1 << levels}, got {self.shape}")
         self.wavelet, self.levels = wavelet, int(levels)
-        self._mats = [(torch.as_tensor(analysis_matrix(h >> j, wavelet)),
-                       torch.as_tensor(analysis_matrix(wd >> j, wavelet))) for j in range(levels)]
-        self._rates = torch.as_tensor(_wavelet_rates(h, wd, levels))[None]
-        self._cache: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
+        # Per level j: the row and the column analysis matrices of the top-left (H/2^j, W/2^j) block.
+        self._level_mats = tuple(torch.as_tensor(analysis_matrix(n >> j, wavelet))
+                                 for j in range(levels) for n in (h, wd))
+        self._rho = torch.as_tensor(_wavelet_rates(h, wd, levels))[None]
 
-    def _cast(self, x: Tensor):
-        key = (x.dtype, x.device)
-        if key not in self._cache:
-            self._cache[key] = [(a.to(x), b.to(x)) for a, b in self._mats]
-        return self._cache[key]
+    def constants(self) -> tuple[Tensor, ...]:
+        return self._level_mats
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+    def _forward(self, x: Tensor, *mats: Tensor) -> Tensor:
         c = x.clone()
-        for ah, aw in self._cast(x):
+        for ah, aw in zip(mats[0::2], mats[1::2]):
             _apply_block(c, ah, aw)
         return c
 
-    def inverse(self, c: Tensor) -> Tensor:
-        self.check_input(c)
+    def _inverse(self, c: Tensor, *mats: Tensor) -> Tensor:
         x = c.clone()
-        for ah, aw in reversed(self._cast(c)):
+        for ah, aw in reversed(list(zip(mats[0::2], mats[1::2]))):
             _apply_block(x, ah.mT, aw.mT)
         return x
 
-    @property
-    def rates(self) -> Tensor:
-        return self._rates
+    def _rates(self) -> Tensor:
+        return self._rho
 
     def config_args(self):
         return {**super().config_args(), "wavelet": self.wavelet, "levels": self.levels}

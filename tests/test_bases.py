@@ -1,4 +1,6 @@
 """Conformance suite over every basis, plus each basis against an independent reference."""
+import re
+
 import numpy as np
 import pytest
 import pywt
@@ -78,6 +80,113 @@ def test_config_round_trip(basis):
 def test_wrong_shape_is_a_clear_error(basis):
     with pytest.raises(ValueError, match=r"expects images of shape"):
         basis.forward(torch.zeros(1, 1, basis.shape[0] + 1, basis.shape[1]))
+
+
+# ---- the contract lives in OrthoBasis ------------------------------------------------------
+
+class Bare(OrthoBasis):
+    """Only the transform (a sign flip) and the rates: every check comes from the base class."""
+
+    def __init__(self, shape, rates_shape=None):
+        super().__init__(shape)
+        self.rates_shape = rates_shape or (1, *self.shape)
+        self.calls = []
+
+    def _forward(self, x):
+        self.calls.append(x.dtype)
+        return -x
+
+    def _inverse(self, c):
+        self.calls.append(c.dtype)
+        return -c
+
+    def _rates(self):
+        return torch.full(self.rates_shape, 0.1, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["bare", *sorted(FACTORIES)])
+def test_input_checks_are_the_base_class_for_every_basis(name):
+    b = Bare((4, 6)) if name == "bare" else FACTORIES[name]()
+    h, w = b.shape
+    for fn in (b.forward, b.inverse):
+        with pytest.raises(ValueError, match=re.escape(f"{type(b).__name__} expects images of shape (..., {h}, {w}), "
+                                                       f"got a tensor of shape (2, {h + 1}, {w})")):
+            fn(torch.zeros(2, h + 1, w))
+        with pytest.raises(TypeError, match=f"{type(b).__name__} needs a floating-point tensor, got torch.int64"):
+            fn(torch.zeros(1, 1, h, w, dtype=torch.int64))
+        with pytest.raises(TypeError, match=r"expects a torch.Tensor, got ndarray"):
+            fn(np.zeros((1, 1, h, w)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32_once(basis, dtype):
+    x = torch.randn(2, 3, *basis.shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+    for fn in (basis.forward, basis.inverse):
+        got = fn(x)
+        assert got.dtype == dtype and got.shape == x.shape
+        torch.testing.assert_close(got, fn(x.float()).to(dtype), atol=0, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast would run the matmuls in bf16
+        under = basis.forward(x.float())
+    torch.testing.assert_close(under, basis.forward(x.float()), atol=0, rtol=0)
+
+
+def test_hooks_see_only_float32_or_float64_and_constants_are_cast_once():
+    b = Bare((3, 3))
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        b.inverse(b.forward(torch.ones(1, 1, 3, 3, dtype=dtype)))
+    assert b.calls == [torch.float32] * 6 + [torch.float64] * 2
+    blur = GaussianBlurBasis((5, 5))
+    x = torch.randn(1, 1, 5, 5)
+    blur.forward(x)
+    first = blur._constants_like(x)
+    blur.inverse(blur.forward(x))
+    assert all(a is b for a, b in zip(first, blur._constants_like(x)))  # no cast per call
+    assert all(c.dtype == torch.float32 for c in first) and blur.u_h.dtype == torch.float64
+
+
+@pytest.mark.parametrize("rates_shape", [(4, 6), (3, 4, 6), (1, 1, 4, 6), (1, 6, 4)])
+def test_rates_of_another_shape_are_refused(rates_shape):
+    b = Bare((4, 6), rates_shape)
+    hint = "; add the leading axis: rates[None]" if rates_shape == (4, 6) else ""
+    msg = re.escape("Bare.rates must have shape (1, H, W) = (1, 4, 6) (one rate per coordinate") + \
+        ".*" + re.escape(f"got {rates_shape}{hint}") + "$"
+    with pytest.raises(ValueError, match=msg):
+        b.rates
+    # (H, W) rates broadcast against a (B, C, 1, 1) step axis: q_sample would be silently wrong
+    # when B == C; the engine refuses them even when the orthonormality check is skipped.
+    with pytest.raises(ValueError, match=msg):
+        Diffusion(b, VPBlurSchedule("linear", 0.5, N=10), check_basis=False)
+    assert tuple(Bare((4, 6)).rates.shape) == (1, 4, 6)
+
+
+def test_negative_or_nonfinite_rates_are_refused():
+    b = Bare((2, 2))
+    b._rates = lambda: torch.tensor([[[0.0, -0.5], [0.1, 0.2]]], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"Bare.rates must be finite and ≥ 0, got min -0.5"):
+        b.rates
+    b = Bare((2, 2))
+    b._rates = torch.zeros(1, 2, 2)  # a tensor stored under the hook's name
+    with pytest.raises(TypeError, match=r"Bare._rates must be a method returning ρ, got a Tensor"):
+        b.rates
+
+
+def test_overriding_the_public_methods_is_refused():
+    with pytest.raises(TypeError, match=r"Direct defines forward, rates; implement _forward, _inverse and _rates"):
+        class Direct(IdentityBasis):
+            def forward(self, x):
+                return x
+
+            @property
+            def rates(self):
+                return torch.zeros(1, *self.shape, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("cls", [IdentityBasis, DCTBasis, FourierBasis, GaussianBlurBasis, WaveletBasis])
+def test_shape_is_normalised_in_one_place(cls):
+    assert cls(8).shape == (8, 8) and cls((8, 4)).shape == (8, 4) and cls([4, 8]).shape == (4, 8)
+    for bad in [(0, 8), (8, 8, 8), "8x8"]:
+        with pytest.raises(ValueError, match=r"basis shape must be \(H, W\)"):
+            cls(bad)
 
 
 # ---- each basis against an independent reference -------------------------------------------
@@ -186,17 +295,19 @@ class RandomRotation(OrthoBasis):
         n = self.shape[0] * self.shape[1]
         q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
         self.q = torch.from_numpy(q * scale)
-        self._rates = torch.linspace(0, 0.3, n, dtype=torch.float64).reshape(1, *self.shape)
+        self.rho = torch.linspace(0, 0.3, n, dtype=torch.float64).reshape(1, *self.shape)
 
-    def forward(self, x):
-        return (x.flatten(-2) @ self.q.to(x)).reshape(x.shape)
+    def constants(self):
+        return (self.q,)
 
-    def inverse(self, c):
-        return (c.flatten(-2) @ self.q.to(c).T).reshape(c.shape)
+    def _forward(self, x, q):
+        return (x.flatten(-2) @ q).reshape(x.shape)
 
-    @property
-    def rates(self):
-        return self._rates
+    def _inverse(self, c, q):
+        return (c.flatten(-2) @ q.T).reshape(c.shape)
+
+    def _rates(self):
+        return self.rho
 
     def config_args(self):
         return {"shape": list(self.shape), "seed": self.seed, "scale": self.scale}
