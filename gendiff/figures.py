@@ -7,11 +7,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-
-def to_unit(x: Tensor, value_range: tuple[float, float]) -> Tensor:
-    """Map images from ``value_range`` to [0, 1] and clamp."""
-    lo, hi = value_range
-    return ((x.float() - lo) / (hi - lo)).clamp(0, 1)
+from gendiff.value_range import map_range
 
 
 def save_grid(x: Tensor, path: str | Path, value_range=(-1.0, 1.0), nrow: int | None = None) -> Path:
@@ -19,7 +15,7 @@ def save_grid(x: Tensor, path: str | Path, value_range=(-1.0, 1.0), nrow: int | 
     nrow = nrow or max(1, int(round(x.shape[0] ** 0.5)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(to_unit(x.cpu(), value_range), nrow=nrow, padding=1, pad_value=1.0), path)
+    save_image(make_grid(map_range(x.cpu(), value_range, clamp=True), nrow=nrow, padding=1, pad_value=1.0), path)
     return path
 
 

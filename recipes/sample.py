@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gendiff.figures import save_grid, to_unit  # noqa: E402
+from gendiff.figures import save_grid  # noqa: E402
+from gendiff.value_range import map_range  # noqa: E402
 from gendiff.samplers import SAMPLERS, sampler_steps  # noqa: E402
 from gendiff.training import load_prior, load_run, sample_clip  # noqa: E402
 
@@ -50,7 +51,7 @@ def main(argv=None) -> Path:
         x = diffusion.sample(model, (b, d.channels, d.size, d.size), sampler=args.sampler, steps=sampler_steps(args.sampler, args.steps),
                              generator=g, device=args.device, progress=False, prior=prior,
                              clip_x0=None if args.no_clip else sample_clip(config), **opts).cpu()
-        for img in to_unit(x, d.value_range):
+        for img in map_range(x, d.value_range, clamp=True):
             save_grid(img[None], out / f"{k:06d}.png", (0.0, 1.0), nrow=1)
             k += 1
         batches.append(x)

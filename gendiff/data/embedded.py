@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gendiff.data.folder import to_value_range
+from gendiff.value_range import map_range
 
 SPLITS = ("train", "test")
 DIGITS_TEST_FRACTION = 0.2
@@ -100,7 +100,7 @@ class DigitsDataset(torch.utils.data.Dataset):
         n_test = int(round(DIGITS_TEST_FRACTION * n))
         self.indices = perm[n - n_test:] if split == "test" else perm[:n - n_test]
         x = torch.from_numpy(digits.images[self.indices].astype(np.float32) / 16.0)
-        self.images = to_value_range(_resize01(x[:, None], (int(size), int(size))), value_range)
+        self.images = map_range(_resize01(x[:, None], (int(size), int(size))), (0.0, 1.0), value_range)
         self.labels = torch.from_numpy(digits.target[self.indices].astype(np.int64))
         self.split, self.size, self.value_range = split, int(size), tuple(value_range)
 
@@ -191,7 +191,7 @@ class PhotoCropsDataset(torch.utils.data.Dataset):
         self.photos = photo_names(split, grayscale)
         crops = [photo_crops(p, int(size), int(crops_per_photo), grayscale, seed)
                  for p in self.photos]
-        self.images = to_value_range(torch.cat(crops), value_range)
+        self.images = map_range(torch.cat(crops), (0.0, 1.0), value_range)
         self.photo_index = torch.arange(len(self.photos)).repeat_interleave(int(crops_per_photo))
         self.split, self.size, self.grayscale = split, int(size), grayscale
         self.value_range = tuple(value_range)

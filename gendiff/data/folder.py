@@ -22,16 +22,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from gendiff.value_range import check_range, map_range
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _MODES = {1: "L", 3: "RGB"}
-
-
-def to_value_range(x01: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
-    """Map a tensor with values in [0, 1] linearly onto ``value_range = (lo, hi)``."""
-    lo, hi = float(value_range[0]), float(value_range[1])
-    if not hi > lo:
-        raise ValueError(f"value_range must be (lo, hi) with lo < hi, got {value_range!r}")
-    return x01 * (hi - lo) + lo
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -54,7 +48,7 @@ def pil_to_tensor(img: Image.Image, size: int, channels: int,
         img = img.resize((size, size), Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     x = torch.from_numpy(arr.reshape(size, size, channels)).permute(2, 0, 1).contiguous()
-    return to_value_range(x, value_range)
+    return map_range(x, (0.0, 1.0), value_range)
 
 
 def decode_image(data: bytes | str | os.PathLike) -> Image.Image:
@@ -166,7 +160,7 @@ class ImageFolderDataset(SkipsBadRecords):
                  value_range: tuple[float, float] = (-1.0, 1.0)):
         super().__init__()
         check_size_channels(size, channels)
-        to_value_range(torch.zeros(()), value_range)  # validate early
+        check_range(value_range)  # validate early
         self.root = Path(root).expanduser()
         self.files = list_images(self.root)
         self.size, self.channels, self.value_range = int(size), channels, tuple(value_range)

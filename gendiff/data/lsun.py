@@ -33,7 +33,8 @@ from pathlib import Path
 import lmdb
 import torch
 
-from gendiff.data.folder import SkipsBadRecords, check_size_channels, decode_image, to_value_range
+from gendiff.data.folder import SkipsBadRecords, check_size_channels, decode_image
+from gendiff.value_range import check_range
 
 _CACHE_VERSION = 1
 
@@ -166,7 +167,7 @@ class LSUNDataset(SkipsBadRecords):
                  cache_dir: str | os.PathLike | None = None, max_readers: int = 126):
         super().__init__()
         check_size_channels(size, 3)
-        to_value_range(torch.zeros(()), value_range)  # validate early
+        check_range(value_range)  # validate early
         self.root = resolve_lsun_root(root)
         self.size, self.value_range, self.max_readers = int(size), tuple(value_range), max_readers
         self.keys, self.key_cache = load_keys(self.root, cache_dir, max_readers)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gendiff.metrics.swd import to_unit_float
+from gendiff.value_range import map_range
 
 __all__ = ["radial_spectrum", "spectrum_error", "plot_spectra"]
 
@@ -45,7 +45,7 @@ def radial_spectrum(x, value_range=(-1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]
         (freqs, power): numpy arrays of length min(H, W) // 2; freqs in cycles per pixel
         (1/S ... 0.5), the DC bin omitted because the mean is removed.
     """
-    x = to_unit_float(x, value_range).double()
+    x = map_range(x, value_range).double()
     h, w = x.shape[-2:]
     x = x - x.mean(dim=(-2, -1), keepdim=True)
     power = (torch.fft.fft2(x).abs() ** 2).mean(dim=(0, 1)) / (h * w)

@@ -16,24 +16,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["swd", "laplacian_pyramid", "patch_descriptors", "sliced_wasserstein", "to_unit_float"]
+from gendiff.value_range import map_range
+
+__all__ = ["swd", "laplacian_pyramid", "patch_descriptors", "sliced_wasserstein"]
 
 # Binomial 5-tap filter [1, 4, 6, 4, 1] / 16, the one cv2.pyrDown and Karras use.
 _TAPS = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
-
-
-def to_unit_float(x, value_range=(-1.0, 1.0)) -> torch.Tensor:
-    """Map an image batch to float32 in [0, 1].
-
-    Args:
-        x: tensor or array (N, C, H, W); uint8 is read as [0, 255] whatever ``value_range``.
-        value_range: (low, high) of float input.
-    """
-    x = torch.as_tensor(x)
-    if x.dtype == torch.uint8:
-        return x.float() / 255.0
-    lo, hi = value_range
-    return (x.float() - lo) / (hi - lo)
 
 
 def _blur(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
@@ -170,7 +158,7 @@ def swd(a, b, *, patches_per_image: int = 128, n_dirs: int = 512, min_size: int 
         ``{"<res>": swd_x1e3, ..., "mean": ...}`` keyed by each level's height ("32", "16");
         finest level first.  Values are multiplied by 1e3 as in Karras et al.
     """
-    a, b = to_unit_float(a, value_range), to_unit_float(b, value_range)
+    a, b = map_range(a, value_range), map_range(b, value_range)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"image shapes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
     n_levels = levels or _levels(a.shape[2], a.shape[3], min_size)
