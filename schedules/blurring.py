@@ -34,9 +34,9 @@ class BlurringDiffusionSchedule(Schedule):
         self.sigma_B_max, self.d_min = float(sigma_B_max), float(d_min)
         self.logsnr_max, self.logsnr_min = float(logsnr_max), float(logsnr_min)
         t = np.arange(N + 1) / N
-        lam = logsnr_cosine_t(t, logsnr_max, logsnr_min)
-        self.log_alpha = torch.as_tensor(np.where(t > 0, -0.5 * np.logaddexp(0.0, -lam), 0.0))
-        self.sigma2 = torch.as_tensor(np.where(t > 0, 1.0 / (1.0 + np.exp(lam)), 0.0))
+        logsnr = logsnr_cosine_t(t, logsnr_max, logsnr_min)
+        self.log_alpha = torch.as_tensor(np.where(t > 0, -0.5 * np.logaddexp(0.0, -logsnr), 0.0))
+        self.sigma2 = torch.as_tensor(np.where(t > 0, 1.0 / (1.0 + np.exp(logsnr)), 0.0))
         self.tau = torch.as_tensor((sigma_B_max * np.sin(np.pi * t / 2) ** 2) ** 2 / 2)
 
     def log_a(self, i: Tensor, rates: Tensor) -> Tensor:

@@ -31,8 +31,8 @@ def logsnr_cosine_t(t: np.ndarray, logsnr_max: float = 10.0, logsnr_min: float =
 
 def logsnr_cosine(N: int, logsnr_max: float = 10.0, logsnr_min: float = -10.0) -> np.ndarray:
     """Variance-preserving log ᾱ_i = log sigmoid(logsnr(i/N)) for i ≥ 1 (Hoogeboom & Salimans)."""
-    lam = logsnr_cosine_t(np.arange(1, N + 1) / N, logsnr_max, logsnr_min)
-    return np.concatenate([[0.0], -np.logaddexp(0.0, -lam)])
+    logsnr = logsnr_cosine_t(np.arange(1, N + 1) / N, logsnr_max, logsnr_min)
+    return np.concatenate([[0.0], -np.logaddexp(0.0, -logsnr)])
 
 
 # An entry is a function (N, **kwargs) -> log ᾱ_i, i = 0..N; register custom ones with
