@@ -11,6 +11,7 @@ import torch
 
 from gendiff import build_basis
 from gendiff.bases import BASES, IdentityBasis, OrthoBasis
+from gendiff.models import PRESETS
 from gendiff.parameterization import PARAMETERIZATIONS
 from gendiff.priors import PRIORS
 from gendiff.registry import Registry, UnknownNameError, import_path
@@ -19,7 +20,7 @@ from gendiff.schedules import SCHEDULES, SpeedSchedule, VPBlurSchedule, build_sc
 from gendiff.schedules.noise import NOISE
 from gendiff.schedules.speed import SPEEDS
 
-ALL = {"basis": BASES, "schedule": SCHEDULES, "blur speed": SPEEDS, "noise schedule": NOISE,
+ALL = {"basis": BASES, "schedule": SCHEDULES, "blur speed": SPEEDS, "noise schedule": NOISE, "UNet preset": PRESETS,
        "parameterization": PARAMETERIZATIONS, "prior": PRIORS, "sampler": SAMPLERS}
 
 PLUGIN = '''

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from gendiff.registry import Registry
+
 __all__ = ["UNetConfig", "UNet", "PRESETS", "build_model", "timestep_embedding"]
 
 
@@ -313,36 +315,34 @@ class UNet(nn.Module):
         return self.out(h)
 
 
-PRESETS: dict[str, UNetConfig] = {
-    # The 121,060,483-parameter network of Progressive Deblurring at 64x64 RGB.
-    "paper64": UNetConfig(),
-    # ~0.11M parameters, for unit tests.
-    "tiny": UNetConfig(
-        image_size=16, model_channels=12, num_res_blocks=1, channel_mult=(1, 2),
-        attention_ds=(2,), num_heads=2, num_groups=4,
-    ),
-    # ~0.67M parameters, for 16x16 grayscale digits on a CPU; attention only at 4x4.
-    "small": UNetConfig(
-        image_size=16, in_channels=1, model_channels=24, num_res_blocks=1, channel_mult=(1, 2, 2),
-        attention_ds=(4,), num_heads=4, num_groups=8,
-    ),
-    # ~2.4M parameters for 32x32 RGB: DDPM's CIFAR-10 layout (attention at 16x16) at 1/4 width.
-    "medium": UNetConfig(
-        image_size=32, model_channels=32, num_res_blocks=2, channel_mult=(1, 2, 2, 2),
-        attention_ds=(2,), num_heads=4, num_groups=8,
-    ),
-}
+PRESETS = Registry("UNet preset", base=UNetConfig)
+# The 121,060,483-parameter network of Progressive Deblurring at 64x64 RGB.
+PRESETS.register("paper64", UNetConfig())
+# ~0.11M parameters, for unit tests.
+PRESETS.register("tiny", UNetConfig(
+    image_size=16, model_channels=12, num_res_blocks=1, channel_mult=(1, 2),
+    attention_ds=(2,), num_heads=2, num_groups=4,
+))
+# ~0.67M parameters, for 16x16 grayscale digits on a CPU; attention only at 4x4.
+PRESETS.register("small", UNetConfig(
+    image_size=16, in_channels=1, model_channels=24, num_res_blocks=1, channel_mult=(1, 2, 2),
+    attention_ds=(4,), num_heads=4, num_groups=8,
+))
+# ~2.4M parameters for 32x32 RGB: DDPM's CIFAR-10 layout (attention at 16x16) at 1/4 width.
+PRESETS.register("medium", UNetConfig(
+    image_size=32, model_channels=32, num_res_blocks=2, channel_mult=(1, 2, 2, 2),
+    attention_ds=(2,), num_heads=4, num_groups=8,
+))
 
 
 def build_model(preset_or_config: str | UNetConfig | dict = "paper64", **overrides) -> UNet:
-    """Build a :class:`UNet` from a preset name, a config or a config dict, with field overrides.
+    """Build a :class:`UNet` from a preset name (or an import path ``"package.module:CONFIG"``
+    of a :class:`UNetConfig`), a config or a config dict, with field overrides.
 
     Example: ``build_model("small", image_size=16, in_channels=1)``.
     """
     if isinstance(preset_or_config, str):
-        if preset_or_config not in PRESETS:
-            raise KeyError(f"unknown UNet preset {preset_or_config!r}; choose from {sorted(PRESETS)}")
-        cfg = PRESETS[preset_or_config]
+        cfg = PRESETS.resolve(preset_or_config)
     elif isinstance(preset_or_config, dict):
         cfg = UNetConfig(**preset_or_config)
     else:
