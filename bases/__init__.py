@@ -1,4 +1,4 @@
-"""Orthonormal bases U: the pluggable coordinate systems diffusion runs in (DESIGN §2, §4)."""
+"""Orthonormal bases U: the pluggable coordinate systems diffusion runs in (docs/math.md, Notation and Conventions)."""
 from .base import BASES, OrthoBasis, build_basis
 from .blur import GaussianBlurBasis
 from .dct import DCTBasis

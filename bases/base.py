@@ -1,4 +1,4 @@
-"""The basis interface: an orthonormal U acting on each channel's H×W plane (DESIGN §2).
+"""The basis interface: an orthonormal U acting on each channel's H×W plane (docs/math.md, Notation).
 
 A basis is a small object with three things: ``forward(x) = Uᵀx``, ``inverse(c) = Uc`` and
 ``rates`` ρ ≥ 0, the per-coordinate decay rate ("one unit of blur multiplies coordinate k by

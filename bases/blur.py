@@ -1,4 +1,4 @@
-"""The eigenbasis of a separable Gaussian blur, with three boundary conditions (DESIGN §3)."""
+"""The eigenbasis of a separable Gaussian blur, with three boundary conditions (docs/math.md, Conventions)."""
 from __future__ import annotations
 
 import numpy as np
@@ -62,7 +62,7 @@ class GaussianBlurBasis(SeparableBasis):
     """Eigenbasis U of the separable Gaussian blur W = U diag(D) Uᵀ, rates ρ = −log D.
 
     The same operator acts on every channel (the official code's RGB eigenvalue layout is a
-    defect we do not copy, DESIGN §3). One unit of "blur time" multiplies coordinate k by D[k].
+    defect we do not copy, docs/math.md, Errata). One unit of "blur time" multiplies coordinate k by D[k].
 
     Args:
         shape: (H, W) of the images.

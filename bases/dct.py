@@ -9,7 +9,7 @@ class DCTBasis(SeparableBasis):
     """DCT-II (``scipy.fft.dctn(norm="ortho")`` on the last two axes), any H and W.
 
     Rates are the heat-equation eigenvalues ρ[k, l] = (πk/H)² + (πl/W)², the λ of inverse heat
-    dissipation and Blurring Diffusion (DESIGN §2): exp(−ρ t) is the heat equation run for time t.
+    dissipation and Blurring Diffusion (docs/math.md, Conventions): exp(−ρ t) is the heat equation run for time t.
 
     Args:
         shape: (H, W).

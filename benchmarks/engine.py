@@ -31,7 +31,7 @@ from gendiff.schedules import VPBlurSchedule  # noqa: E402
 FULL_SIZES = [(64, 16), (128, 16), (256, 4)]
 QUICK_SIZES = [(64, 16)]
 TARGET_BYTES = 10 * 2 ** 20
-DESIGN_CLAIMS = {64: "329 MiB", 256: "5.3 GiB"}
+CONTRACT_CLAIMS = {64: "329 MiB", 256: "5.1 GiB"}  # docs/math.md, Conventions
 
 
 def official_bytes(n: int, C: int = 3, N: int = 1000) -> int:
@@ -104,7 +104,7 @@ def run(args):
         mem_all = reachable_bytes(d, exclude=(basis,))
         mem_basis = reachable_bytes(basis)
         off = official_bytes(n, 3, N)
-        claim = DESIGN_CLAIMS.get(n, "—")
+        claim = CONTRACT_CLAIMS.get(n, "—")
         rows_mem.append([f"{n}²×3", f"{mem:,}", _timing.mib(mem), f"{mem_all:,}", _timing.mib(mem_basis),
                          f"{off:,}", f"{off / 2**20:.1f} MiB = {off / 2**30:.2f} GiB", claim,
                          f"{off / max(mem, 1):,.0f}×"])
@@ -130,7 +130,7 @@ def run(args):
     print("`schedule`: VPBlurSchedule + Diffusion's cached rates and coefficients; `Diffusion total`: "
           "everything reachable from the Diffusion except the basis; `official`: 7·(N+1)·C·H·W·4 bytes.\n")
     print(_timing.table(["size", "schedule bytes", "schedule", "Diffusion total bytes", "basis",
-                         "official bytes", "official", "DESIGN says", "official / ours"], rows_mem) + "\n")
+                         "official bytes", "official", "docs/math.md says", "official / ours"], rows_mem) + "\n")
     print("### Construction and q_sample\n")
     print("Times in ms. `Diffusion()` includes the orthonormality probe and the schedule validation; "
           "`bare` skips both. q_sample draws its noise (1 forward + 2 inverses + randn); its ratio is to one "

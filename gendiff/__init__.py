@@ -1,4 +1,4 @@
-"""gendiff: diffusion in a rotated coordinate system (DESIGN.md).
+"""gendiff: diffusion in a rotated coordinate system (docs/math.md).
 
     from gendiff import Diffusion, GaussianBlurBasis
     from gendiff.schedules import VPBlurSchedule

@@ -1,4 +1,4 @@
-"""The generalized diffusion engine: one process, any basis, any schedule (DESIGN §2, §4).
+"""The generalized diffusion engine: one process, any basis, any schedule (docs/math.md).
 
 With x̄ = Uᵀx every coordinate is an independent scalar Gaussian process:
 q(x̄_i | x̄_0) = N(a_i x̄_0, s_i²) (Eq. 7). The engine knows the basis only through
@@ -140,7 +140,7 @@ class Diffusion:
             return self.parameterization.loss(self, checked, x0, i, generator=generator)
 
     def score(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
-        """∇ log q(x_i | x_0) = −U(Uᵀε / s_i) (Eq. 15–16 with the exponent −1/2, DESIGN §2)."""
+        """∇ log q(x_i | x_0) = −U(Uᵀε / s_i) (Eq. 15–16 with the exponent −1/2, docs/math.md, Errata)."""
         return -self._from_basis(self._to_basis(eps) / self._cast_marginal(i, x_i)[1])
 
     def eps_to_x0(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:

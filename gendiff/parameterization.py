@@ -72,7 +72,7 @@ class EpsPrediction(Parameterization):
 
 
 class ResidualMeanPrediction(Parameterization):
-    """Inverse heat dissipation's parameterization (Rissanen et al. 2023, DESIGN §2).
+    """Inverse heat dissipation's parameterization (Rissanen et al. 2023, docs/math.md, Conventions).
 
     The network's output f is a residual: μ_θ = u_k + f_θ(u_k, k) predicts the less-blurred
     image F(t_{k−1}) u_0 = U a_{k−1} Uᵀ u_0, and the loss is ‖μ_θ − F(t_{k−1}) u_0‖².

@@ -14,7 +14,7 @@ from gendiff.registry import Registry
 
 def gaussian_prior(diffusion, shape, t0: int, generator, dtype, device) -> Tensor:
     """x̄_{t0} ~ N(0, diag(s_{t0}²)): the marginal with the data's contribution a_{t0} x̄_0 dropped
-    (DESIGN §2; exact in the limit a → 0)."""
+    (docs/math.md, Conventions; exact in the limit a → 0)."""
     s = diffusion.coefficients(device).s(t0)
     return s.to(dtype) * torch.randn(shape, generator=generator, dtype=dtype, device=device)
 

@@ -59,7 +59,7 @@ def model_dict(args, channels: int, default: str = "small") -> dict:
     return asdict(replace(m, image_size=args.size, in_channels=channels, out_channels=channels))
 
 
-# The embedded CPU demo: sized so 2 cores finish in minutes (DESIGN issue 5 measurements).
+# The embedded CPU demo: sized so 2 cores finish in minutes (issue 5's measurements).
 DEMO_TRAIN = TrainConfig(steps=2000, batch_size=64, lr=1e-3, ema_decay=0.999, log_every=25,
                          ckpt_every=500, sample_every=0, sample_n=64)
 

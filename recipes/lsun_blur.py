@@ -24,7 +24,7 @@ from gendiff import GaussianBlurBasis
 from gendiff.schedules import VPBlurSchedule
 from gendiff.training import DataConfig, RunConfig, TrainConfig
 
-# Table 1 rows (DESIGN §3): f(N) = 0.140625 is σ_max = 0.15 with σ = 0.4.
+# Table 1 rows (docs/math.md, Conventions): f(N) = 0.140625 is σ_max = 0.15 with σ = 0.4.
 ROWS = {"none": ("none", 0.0), "log0.6": ("log", 0.6), "quartic0.14": ("quartic", 0.140625)}
 PRESETS = {f"{cat}-{row}": {"category": cat, "row": row} for cat in ("bedroom", "church") for row in ROWS}
 PRESETS["bedroom-quartic0.14-f2c"] = {"category": "bedroom", "row": "quartic0.14", "fine_to_coarse": True}

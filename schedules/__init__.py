@@ -1,4 +1,4 @@
-"""Schedules: per-coordinate (a_i, s_i) from the basis rates (DESIGN §2, §3)."""
+"""Schedules: per-coordinate (a_i, s_i) from the basis rates (docs/math.md, Notation and Conventions)."""
 from . import noise
 from .base import SCHEDULES, Schedule, ScheduleError, build_schedule
 from .blurring import BlurringDiffusionSchedule

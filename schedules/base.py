@@ -2,7 +2,7 @@
 
 A schedule is two primitive functions of the step i and the basis rates ρ — log a_i(ρ) and
 s_i(ρ)² — from which the engine derives everything else (the transition r_i, σ_i², the
-log-SNR, the prior). It stores O(N) scalars, never an (N+1)×d table (DESIGN §2).
+log-SNR, the prior). It stores O(N) scalars, never an (N+1)×d table (docs/math.md, Notation).
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class Schedule(ABC):
         """(r_i, σ_i²) of q(x̄_i | x̄_{i−1}) = N(r_i x̄_{i−1}, σ_i²), for i ≥ 1.
 
         r_i = a_i / a_{i−1} is taken as a difference of logs so that it stays finite where a_i
-        itself underflows; σ_i² = s_i² − r_i² s_{i−1}² (DESIGN §2).
+        itself underflows; σ_i² = s_i² − r_i² s_{i−1}² (docs/math.md, Notation).
         """
         i = torch.as_tensor(i)
         log_r = self.log_a(i, rates) - self.log_a(i - 1, rates)

@@ -1,4 +1,4 @@
-"""Blurring Diffusion Models (Hoogeboom & Salimans, ICLR 2023) as a schedule (DESIGN §2)."""
+"""Blurring Diffusion Models (Hoogeboom & Salimans, ICLR 2023) as a schedule (docs/math.md, Conventions)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Inverse heat dissipation (Rissanen et al., ICLR 2023) as a schedule (DESIGN §2)."""
+"""Inverse heat dissipation (Rissanen et al., ICLR 2023) as a schedule (docs/math.md, Conventions)."""
 from __future__ import annotations
 
 from typing import Any

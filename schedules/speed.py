@@ -1,4 +1,4 @@
-"""The blur speed f(i): how many units of blur step i applies (DESIGN §3)."""
+"""The blur speed f(i): how many units of blur step i applies (docs/math.md, Conventions)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

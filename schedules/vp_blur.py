@@ -1,4 +1,4 @@
-"""The paper's variance-preserving blur diffusion (Eq. 6, 9, Proposition 1; DESIGN §2)."""
+"""The paper's variance-preserving blur diffusion (Eq. 6, 9, Proposition 1; docs/math.md, Equations)."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +22,7 @@ def fine_to_coarse_rates(rates: Tensor) -> Tensor:
 
 
 class VPBlurSchedule(Schedule):
-    """a_i = √ᾱ_i · exp(−F(i) ρ), s_i = √(1 − a_i²) (DESIGN §2).
+    """a_i = √ᾱ_i · exp(−F(i) ρ), s_i = √(1 − a_i²) (docs/math.md, Equations).
 
     A_i = (1 − β_i) D^{2f(i)} is the per-step signal factor, so r_i² = A_i and σ_i² = 1 − A_i.
     ``f ≡ 0`` (``f_N = f_1 = 0``) or the identity basis is standard DDPM.

@@ -1,4 +1,4 @@
-"""Schedules and the engine against independent formulas (DESIGN §2, §3)."""
+"""Schedules and the engine against independent formulas (docs/math.md, Equations and Conventions)."""
 import numpy as np
 import pytest
 import scipy.linalg
@@ -13,7 +13,7 @@ N = 1000
 
 
 def f_reference(kind, i, f_N, f_1=0.0, n=N):
-    """DESIGN §3, written out again."""
+    """docs/math.md, Conventions, written out again."""
     lin = (f_N - f_1) * (i - 1) / (n - 1) + f_1
     return {
         "linear": lin,
@@ -65,7 +65,7 @@ def test_speed_schedule_endpoints_and_effective_blur():
         f = SpeedSchedule(kind, 0.5, 0.01).values(N)
         assert f[0] == 0 and f[N] == pytest.approx(0.5) and f[1] == pytest.approx(0.01, abs=1e-3)
     F = SpeedSchedule.from_sigmas("quartic", 0.15).cumulative(N)
-    assert 0.4 * np.sqrt(F[N]) == pytest.approx(2.1, abs=0.05)  # DESIGN §3: ≈ 2.1 px at i = N
+    assert 0.4 * np.sqrt(F[N]) == pytest.approx(2.1, abs=0.05)  # docs/math.md, Conventions: ≈ 2.1 px at i = N
     with pytest.raises(ValueError, match="valid"):
         SpeedSchedule("sinusoidal")
 

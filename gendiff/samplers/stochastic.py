@@ -8,7 +8,7 @@ from .common import linear_step, report, step_pairs
 
 def sample_reverse(denoise, x: Tensor, timesteps, coef, *, generator=None, callback=None,
                    disable=False) -> Tensor:
-    """Reverse-diffusion predictor (Eq. 19–20, index and exponent fixed, DESIGN §2).
+    """Reverse-diffusion predictor (Eq. 19–20, index and exponent fixed, docs/math.md, Errata).
 
     x̄_{i−1} = (2 − r_i) x̄_i − (σ_i²/s_i) ε̂̄ + σ_i z̄, no noise on the last step, with
     ε̂̄ = (x̄_i − a_i x̂̄_0)/s_i. Meant for the full grid N..0; on a coarser grid (r, σ) are those

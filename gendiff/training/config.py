@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and bookkeeping (DESIGN §3 defaults: Adam 5e-5, batch 16, EMA 0.9999).
+    """Optimisation and bookkeeping (docs/math.md, Conventions: Adam 5e-5, batch 16, EMA 0.9999).
 
     Args:
         steps: total optimizer steps.
