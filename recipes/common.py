@@ -21,6 +21,7 @@ from gendiff.models import PRESETS as MODELS  # noqa: E402
 from gendiff.samplers import sampler_steps  # noqa: E402
 from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirError, RunLock,  # noqa: E402
                               TrainConfig, Trainer, build_diffusion, check_run_name, claim_run_dir, sample_clip)
+from gendiff.data.lsun import LMDBError  # noqa: E402
 from gendiff.training.config import ConfigError  # noqa: E402
 
 
@@ -96,7 +97,7 @@ def add_data_args(p: argparse.ArgumentParser, size: int) -> None:
 
 def _clear_errors(kind, err, tb, _default=sys.excepthook) -> None:
     """A refused run prints one line and exits 1; other errors keep their traceback."""
-    if issubclass(kind, (ConfigError, RunDirError, CheckpointError)):
+    if issubclass(kind, (ConfigError, RunDirError, CheckpointError, LMDBError)):
         print(f"error: {err}", file=sys.stderr)
         return
     _default(kind, err, tb)
