@@ -27,6 +27,7 @@ from common import int_at_least  # noqa: E402
 from gendiff.data import build_dataset  # noqa: E402
 from gendiff.figures import save_grid  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
+from gendiff.metrics.fid import WeightsHashError  # noqa: E402
 from gendiff.samplers import sampler_steps  # noqa: E402
 from gendiff.training import load_prior, load_run, sample_clip  # noqa: E402
 
@@ -83,7 +84,7 @@ def fid_kid(samples: torch.Tensor, ref: torch.Tensor, value_range, inception: st
                     save_grid(img[None], folder / f"{k:06d}.png", value_range, nrow=1)
             return {"fid": fid(str(a), str(b), inception_path=inception),
                     "kid": kid(str(a), str(b), inception_path=inception)}
-    except MissingWeightsError as e:
+    except (MissingWeightsError, WeightsHashError) as e:
         return {"fid_unavailable": str(e).splitlines()[0]}
 
 
