@@ -153,13 +153,14 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Weights only" in str(e):
+        reason = _torch_reason(str(e))
+        if "GLOBAL" in reason.upper():  # a class or function the file asks to import and call
             raise CheckpointError(
-                f"refusing to load checkpoint {path}: it holds objects that need code to run to be "
-                f"loaded ({str(e).splitlines()[0][:200]}). gendiff checkpoints (format {FORMAT}) hold "
-                "only tensors and plain values; this file is either not from gendiff, tampered with, "
-                "or from a gendiff before checkpoint format 2. Nothing in it was executed") from e
-        raise unreadable(path, e) from e
+                f"refusing to load checkpoint {path}: it holds objects that need code to run to be loaded "
+                f"({reason}). gendiff checkpoints (format {FORMAT}) hold only tensors and plain values; this "
+                "file is not from gendiff, was tampered with, or predates checkpoint format 2. "
+                "Nothing in it was executed") from e
+        raise unreadable(path, type(e)(reason)) from e
     except READ_ERRORS as e:  # torch's message does not name the file or say what to do
         raise unreadable(path, e) from e
     if not isinstance(state, dict) or state.get("format") != FORMAT or "sha256" not in state:
@@ -171,6 +172,15 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
                               "it was saved with (a flipped bit or a partial copy); restore it from a "
                               "backup, or delete or move it to start over")
     return state
+
+
+def _torch_reason(message: str) -> str:
+    """The specific line of torch's weights-only error, without its preamble and advice."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    skip = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+    specific = [ln for ln in lines if "GLOBAL" in ln] or [ln for ln in lines if not ln.startswith(skip)]
+    text = " ".join(specific).replace("WeightsUnpickler error: ", "").split(" Please use ")[0]
+    return text[:300] or (lines[0][:300] if lines else "")
 
 
 def verified(path: str | Path) -> bool:
