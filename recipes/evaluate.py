@@ -28,7 +28,7 @@ from gendiff.data import build_dataset  # noqa: E402
 from gendiff.figures import save_grid  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
 from gendiff.metrics.fid import WeightsHashError  # noqa: E402
-from gendiff.samplers import sampler_steps  # noqa: E402
+from gendiff.samplers import SAMPLERS, sampler_steps  # noqa: E402
 from gendiff.training import load_prior, load_run, sample_clip  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=int, choices=[1, 3], default=3, help="channels (with --samples)")
     p.add_argument("--n", type=int_at_least(1), help="samples per seed (default: the held-out set's size)")
     p.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[0, 1, 2])
-    p.add_argument("--sampler", help="default: the run's (config.train.sampler)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the run's (config.train.sampler)")
     p.add_argument("--steps", type=int_at_least(1), default=50)
     p.add_argument("--batch-size", type=int_at_least(1), default=128)
     p.add_argument("--swd-min-size", type=int_at_least(1), default=8,

@@ -52,7 +52,7 @@ def content_hash(state: dict[str, Any]) -> str:
         if torch.is_tensor(v):
             t = v.detach().cpu().contiguous().reshape(-1)
             h.update(f"T{t.dtype}{tuple(v.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(memoryview(t.view(torch.uint8).numpy()) if t.numel() else b"")
         elif isinstance(v, dict):
             h.update(f"D{len(v)}".encode())
             for k in sorted(v, key=repr):

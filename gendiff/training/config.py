@@ -98,7 +98,8 @@ class FabricConfig:
 
     def __post_init__(self):
         if isinstance(self.devices, int) or (isinstance(self.devices, str) and self.devices.isdigit()):
-            _check_int("FabricConfig", "devices", int(self.devices), 1)
+            if int(self.devices) != -1:  # Lightning's -1: every device
+                _check_int("FabricConfig", "devices", int(self.devices), 1)
         _check_int("FabricConfig", "num_nodes", self.num_nodes, 1)
 
 
