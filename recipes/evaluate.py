@@ -22,10 +22,13 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import int_at_least  # noqa: E402
+
 from gendiff.data import build_dataset  # noqa: E402
 from gendiff.figures import save_grid  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
-from gendiff.samplers import sampler_steps  # noqa: E402
+from gendiff.metrics.fid import WeightsHashError  # noqa: E402
+from gendiff.samplers import SAMPLERS, sampler_steps  # noqa: E402
 from gendiff.training import load_prior, load_run, sample_clip  # noqa: E402
 
 
@@ -35,14 +38,15 @@ def parse_args(argv=None):
     src.add_argument("--ckpt", help="a checkpoint to sample from")
     src.add_argument("--samples", help="a folder of sample images")
     p.add_argument("--ref", help="reference data (default: the run's data, held-out split)")
-    p.add_argument("--size", type=int, help="image size (with --samples)")
-    p.add_argument("--channels", type=int, default=3, help="channels (with --samples)")
-    p.add_argument("--n", type=int, help="samples per seed (default: the held-out set's size)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--sampler", help="default: the run's (config.train.sampler)")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--swd-min-size", type=int, default=8, help="coarsest pyramid level for SWD")
+    p.add_argument("--size", type=int_at_least(1), help="image size (with --samples)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=3, help="channels (with --samples)")
+    p.add_argument("--n", type=int_at_least(1), help="samples per seed (default: the held-out set's size)")
+    p.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[0, 1, 2])
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the run's (config.train.sampler)")
+    p.add_argument("--steps", type=int_at_least(1), default=50)
+    p.add_argument("--batch-size", type=int_at_least(1), default=128)
+    p.add_argument("--swd-min-size", type=int_at_least(1), default=8,
+                   help="coarsest pyramid level for SWD (>= 1 pixel)")
     p.add_argument("--inception", help="local inception-2015-12-05.pt for FID/KID")
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
     return p.parse_args(argv)
@@ -80,7 +84,7 @@ def fid_kid(samples: torch.Tensor, ref: torch.Tensor, value_range, inception: st
                     save_grid(img[None], folder / f"{k:06d}.png", value_range, nrow=1)
             return {"fid": fid(str(a), str(b), inception_path=inception),
                     "kid": kid(str(a), str(b), inception_path=inception)}
-    except MissingWeightsError as e:
+    except (MissingWeightsError, WeightsHashError) as e:
         return {"fid_unavailable": str(e).splitlines()[0]}
 
 

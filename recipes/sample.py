@@ -13,21 +13,23 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import float_in, int_at_least  # noqa: E402
+
 from gendiff.figures import save_grid  # noqa: E402
 from gendiff.value_range import map_range  # noqa: E402
 from gendiff.samplers import SAMPLERS, sampler_steps  # noqa: E402
-from gendiff.training import load_prior, load_run, sample_clip  # noqa: E402
+from gendiff.training import check_device, load_prior, load_run, sample_clip  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True)
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the run's (config.train.sampler)")
-    p.add_argument("--steps", type=int, help="network evaluations (default: the sampler's)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM only")
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int_at_least(1), help="network evaluations, 1..N (default: the sampler's)")
+    p.add_argument("--eta", type=float_in(0.0), default=0.0, help="DDIM only (0: deterministic, 1: DDPM-like)")
+    p.add_argument("--n", type=int_at_least(1), default=64)
+    p.add_argument("--batch-size", type=int_at_least(1), default=64)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--out", help="output folder (default: <run>/samples-<sampler>-<steps>)")
     p.add_argument("--no-clip", action="store_true", help="do not clamp x̂_0 to the data range (if the run does)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -38,9 +40,15 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     if not Path(args.ckpt).is_file():
         raise SystemExit(f"no checkpoint at {args.ckpt}")
+    try:
+        check_device(args.device)
+    except ValueError as e:
+        raise SystemExit(f"error: --device: {e}") from None
     config, diffusion, model = load_run(args.ckpt, args.device)
-    d, prior = config.data, load_prior(config)
     args.sampler = args.sampler or config.train.sampler
+    if args.steps is not None and SAMPLERS[args.sampler].steps is not None and args.steps > diffusion.N:
+        raise SystemExit(f"error: --steps must be in 1..N={diffusion.N} for {args.sampler}, got {args.steps}")
+    d, prior = config.data, load_prior(config)
     out = Path(args.out or Path(args.ckpt).parent / f"samples-{args.sampler}-{args.steps or 'default'}")
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator(args.device).manual_seed(args.seed)

@@ -1,9 +1,12 @@
 """Tests for gendiff.data: embedded datasets, image folders, LSUN LMDB, build_dataset."""
 import hashlib
 import io
-import pickle
+import os
 import socket
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import lmdb
 import numpy as np
@@ -259,8 +262,8 @@ def test_lsun_key_cache_outside_data_folder(lsun_root, tmp_path, monkeypatch):
     ds = LSUNDataset(lsun_root, cache_dir=cache_dir)
     assert ds.key_cache.parent == cache_dir and ds.key_cache.is_file()
     assert sorted(p.name for p in lsun_root.iterdir()) == before  # nothing written there
-    with open(ds.key_cache, "rb") as f:
-        assert pickle.load(f)["keys"] == ds.keys
+    with np.load(ds.key_cache, allow_pickle=False) as z:  # plain arrays: loading runs no code
+        assert z["blob"].tobytes() == b"".join(ds.keys) and int(z["ends"][-1]) == len(b"".join(ds.keys))
     # a second construction reads the cache instead of walking the database
     monkeypatch.setattr(lsun, "_list_keys", lambda *a: pytest.fail("keys were re-listed"))
     second = LSUNDataset(lsun_root, cache_dir=cache_dir)
@@ -271,13 +274,20 @@ def test_lsun_key_cache_outside_data_folder(lsun_root, tmp_path, monkeypatch):
 
 def test_lsun_stale_key_cache_is_rebuilt(lsun_root, tmp_path):
     ds = LSUNDataset(lsun_root, cache_dir=tmp_path / "cache")
-    with open(ds.key_cache, "rb") as f:
-        payload = pickle.load(f)
-    payload["fingerprint"]["bytes"] += 1  # as if data.mdb had changed since the listing
-    payload["keys"] = [b"stale"]
-    with open(ds.key_cache, "wb") as f:
-        pickle.dump(payload, f)
+    stale = {**lsun._fingerprint(ds.root)}
+    stale["bytes"] += 1  # as if data.mdb had changed since the listing
+    lsun._write_cached_keys(ds.key_cache, stale, [b"stale"])
+    assert lsun._read_cached_keys(ds.key_cache, stale) == [b"stale"]
     assert LSUNDataset(lsun_root, cache_dir=tmp_path / "cache").keys == ds.keys
+
+
+def test_lsun_key_cache_keeps_any_key_bytes(tmp_path):
+    keys = [b"a\x00", b"", b"\xff" * 40, b"0123456789abcdef"]
+    fp = {"version": 2, "root": "x", "bytes": 1, "mtime_ns": 2}
+    lsun._write_cached_keys(tmp_path / "k.npz", fp, keys)
+    assert lsun._read_cached_keys(tmp_path / "k.npz", fp) == keys
+    (tmp_path / "k.npz").write_bytes(b"truncated")
+    assert lsun._read_cached_keys(tmp_path / "k.npz", fp) is None  # rebuilt, not an error
 
 
 def test_lsun_default_cache_dir(lsun_root, tmp_path, monkeypatch):
@@ -301,6 +311,58 @@ def test_lsun_fork_workers(lsun_root, tmp_path):
 def test_lsun_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.mdb"):
         LSUNDataset(tmp_path, cache_dir=tmp_path / "cache")
+
+
+def big_lsun(root: Path, n: int = 24) -> Path:
+    """An LMDB of ``n`` incompressible 64×64 JPEGs (~100 KiB in all), so pages lie past 12 KiB."""
+    rng = np.random.default_rng(0)
+    env = lmdb.open(str(root), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(n):
+            img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+            txn.put(f"{i:04d}".encode(), encode(img, "JPEG", quality=95))
+    env.close()
+    return root
+
+
+def test_truncated_lmdb_is_an_error_naming_the_path(tmp_path):
+    root = big_lsun(tmp_path / "bedroom_train_lmdb")
+    mdb = root / "data.mdb"
+    assert mdb.stat().st_size > 12 * 1024
+    os.truncate(mdb, 12 * 1024)  # an interrupted copy: mapping it and reading on was a SIGBUS
+    with pytest.raises(lsun.LMDBError, match=rf"{mdb}.* is truncated: 12288 bytes"):
+        LSUNDataset(root, cache_dir=tmp_path / "cache")
+    os.truncate(mdb, 100)
+    with pytest.raises(lsun.LMDBError, match=rf"{mdb}.* no valid meta page"):
+        LSUNDataset(root, cache_dir=tmp_path / "cache")
+
+
+def test_truncated_lmdb_recipe_exits_1_with_the_path(tmp_path):
+    """The process survives to print the error: exit status 1, not −7 (SIGBUS)."""
+    root = big_lsun(tmp_path / "bedroom_train_lmdb")
+    os.truncate(root / "data.mdb", 12 * 1024)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "recipes/lsun_blur.py", "--data", str(root), "--quick", "--model", "tiny",
+                          "--steps", "1", "--out", str(tmp_path / "runs")],
+                         cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+    assert str(root / "data.mdb") in res.stderr and "truncated" in res.stderr
+
+
+def test_damaged_lmdb_page_is_an_error_naming_the_path(tmp_path):
+    root = big_lsun(tmp_path / "bedroom_train_lmdb")
+    mdb = root / "data.mdb"
+    info_env = lmdb.open(str(root), readonly=True, lock=False)
+    psize, leaf_root = info_env.stat()["psize"], None
+    info_env.close()
+    data = bytearray(mdb.read_bytes())
+    # the main DB's root page number sits in the newer meta page (LMDB 0.9 layout, offset 128)
+    metas = [(int.from_bytes(data[o + 144:o + 152], "little"), o) for o in (0, psize)]
+    leaf_root = int.from_bytes(data[max(metas)[1] + 128:max(metas)[1] + 136], "little")
+    data[leaf_root * psize:(leaf_root + 1) * psize] = b"\xa5" * psize  # garbage over the B-tree root
+    mdb.write_bytes(bytes(data))
+    with pytest.raises(lsun.LMDBError, match=rf"{mdb}"):
+        LSUNDataset(root, cache_dir=tmp_path / "cache")
 
 
 # --------------------------------------------------------------------- build_dataset

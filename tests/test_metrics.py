@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import os
 import shutil
 import socket
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -318,23 +320,27 @@ def test_missing_reference_statistics_are_reported_with_the_weights(folders, off
     assert "https://www.cs.cmu.edu/~clean-fid/stats/no_such_dataset_clean_train_32.npz" in msg
 
 
+class StandInLayers(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3)).repeat(1, 683)[:, :2048]
+
+
+class StandInInception(torch.nn.Module):
+    """A stand-in torchscript with the layout clean-fid's InceptionV3W relies on."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = StandInLayers()
+
+    def forward(self, x, return_features: bool = False):
+        return self.layers(x)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+@pytest.mark.filterwarnings("ignore:no expected SHA-256:RuntimeWarning")
 def test_local_inception_file_is_loaded_without_download(tmp_path, offline):
-    # A stand-in torchscript with the layout clean-fid's InceptionV3W relies on.
-    class Layers(torch.nn.Module):
-        def forward(self, x):
-            return x.mean(dim=(2, 3)).repeat(1, 683)[:, :2048]
-
-    class Base(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = Layers()
-
-        def forward(self, x, return_features: bool = False):
-            return self.layers(x)
-
     path = tmp_path / "copy.pt"
-    torch.jit.script(Base()).save(str(path))
+    torch.jit.script(StandInInception()).save(str(path))
     model = fid_module._inception_model("clean", str(path), "cpu")
     feats = model(torch.full((2, 3, 299, 299), 192.0))
     # InceptionV3W maps [0, 255] to [-1, 1] before the layers: (192 - 128) / 128.
@@ -342,3 +348,32 @@ def test_local_inception_file_is_loaded_without_download(tmp_path, offline):
     shutil.copy(path, offline / "inception-2015-12-05.pt")  # the default location works too
     default = fid_module._inception_model("clean", None, "cpu")
     assert default(torch.zeros(1, 3, 299, 299)).shape == (1, 2048)
+
+
+def test_inception_weights_default_to_the_user_cache(monkeypatch, tmp_path):
+    monkeypatch.setattr(fid_module, "INCEPTION_DIR", None)
+    monkeypatch.delenv(fid_module.ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert fid_module.default_inception_path() == str(tmp_path / "xdg" / "gendiff" / "inception-2015-12-05.pt")
+    assert not fid_module.default_inception_path().startswith("/tmp/inception")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_inception_file_is_hash_checked_before_loading(tmp_path, offline, monkeypatch):
+    monkeypatch.delenv(fid_module.SHA_ENV_VAR, raising=False)
+    path = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.script(StandInInception()).save(str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.warns(RuntimeWarning, match=f"first use: it is {digest}"):
+        fid_module._inception_model("clean", str(path), "cpu")  # no expected hash: pinned now
+    assert Path(str(path) + ".sha256").read_text().split()[0] == digest
+
+    loads = []
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(a) or pytest.fail("loaded"))
+    with open(path, "ab") as f:
+        f.write(b"planted")  # a changed file no longer matches the pin
+    with pytest.raises(fid_module.WeightsHashError, match=rf"{path} has SHA-256 .* not {digest}"):
+        fid_module._inception_model("clean", str(path), "cpu")
+    with pytest.raises(fid_module.WeightsHashError, match="not 00"):  # an explicit expected hash
+        fid(str(tmp_path), str(tmp_path), inception_path=str(path), inception_sha256="00" * 32)
+    assert loads == []  # refused before torch.jit.load

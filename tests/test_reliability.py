@@ -1,6 +1,7 @@
 """Reliability: bad input gets a clear error, training faults keep a good checkpoint, and the
 numerics stay finite in float32 and under bf16 autocast. docs/reliability.md lists each case.
 """
+import errno
 import os
 import random
 import re
@@ -25,7 +26,10 @@ from gendiff.schedules import (BlurringDiffusionSchedule, HeatDissipationSchedul
                                SpeedSchedule, VPBlurSchedule, build_schedule)
 from gendiff.training import (DataConfig, FabricConfig, NonFiniteLossError, RunConfig, TrainConfig, Trainer,
                               load_run)
-from gendiff.training.checkpoint import CheckpointError, save_atomic
+from gendiff.training import checkpoint as checkpoint_module
+from gendiff.training.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from gendiff.training.config import ConfigError
+from gendiff.training.rundir import RunDirError, RunLock, check_run_name, claim_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -298,7 +302,7 @@ def tiny_run(tmp_path, steps=10, ckpt_every=2, name="run"):
 
 
 def ckpt_step(path) -> int:
-    return int(torch.load(path, weights_only=False)["step"])
+    return int(load_checkpoint(path)["step"])
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -313,11 +317,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     tr.raw_model.forward = poisoned
     ckpt, handler = tmp_path / "run" / "last.ckpt", signal.getsignal(signal.SIGTERM)
-    stopped = rf"loss is nan at step 6; stopping. The last good checkpoint is {re.escape(str(ckpt))}"
+    stopped = rf"loss is nan at step 6; stopping. The last good checkpoint is {re.escape(str(ckpt))} \(hash verified\)"
     with pytest.raises(NonFiniteLossError, match=stopped):
         tr.fit()
     assert ckpt_step(ckpt) == 4
-    good = torch.load(ckpt, weights_only=False)["model"]
+    good = load_checkpoint(ckpt)["model"]
     assert all(torch.isfinite(v).all() for v in good.values())
     assert signal.getsignal(signal.SIGTERM) is handler  # restored after the error
 
@@ -347,25 +351,44 @@ def test_sigint_in_process_saves_and_stops(tmp_path):
     assert signal.getsignal(signal.SIGINT) is handler
 
 
-class DiesWhileSaving:
-    """A Fabric stand-in whose save writes half a file and then dies, as a kill mid-save would."""
+class OneProcess:
+    """The Fabric surface save_atomic uses, for one process."""
 
-    is_global_zero = True
-
-    def save(self, path, state):
-        Path(path).write_bytes(b"half a checkpoint")
-        raise KeyboardInterrupt("killed during save")
+    is_global_zero, world_size = True, 1
 
     def barrier(self):
         pass
 
 
-def test_a_save_interrupted_midway_keeps_the_previous_checkpoint(tmp_path):
+def test_a_save_interrupted_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
-    torch.save({"step": 4}, path)
+    save_atomic(OneProcess(), path, {"step": 4})
+
+    def dies_half_way(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        save_atomic(DiesWhileSaving(), path, {"step": 6})
-    assert ckpt_step(path) == 4 and (tmp_path / ".last.ckpt.tmp").exists()
+        save_atomic(OneProcess(), path, {"step": 6})
+    assert ckpt_step(path) == 4 and not (tmp_path / ".last.ckpt.tmp").exists()
+
+
+@pytest.mark.parametrize("err,why", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "the file system is read-only")])
+def test_disk_full_or_read_only_leaves_no_partial_file_and_keeps_last_ckpt(tmp_path, monkeypatch, err, why):
+    path = tmp_path / "last.ckpt"
+    save_atomic(OneProcess(), path, {"step": 4, "w": torch.ones(1000)})
+    before = path.read_bytes()
+
+    def full_disk(obj, f):
+        f.write(b"x" * 4096)  # some bytes reach the disk, then the write fails
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=rf"cannot write checkpoint {re.escape(str(path))}: {why}.*"
+                                              rf"No partial file.*still holds the previous checkpoint"):
+        save_atomic(OneProcess(), path, {"step": 6, "w": torch.ones(1000)})
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
 # ---- training faults, in a subprocess: SIGTERM and SIGKILL ----------------------------------------
@@ -445,7 +468,7 @@ def test_sigkill_at_random_moments_leaves_a_resumable_checkpoint(tmp_path):
         trials = list(pool.map(lambda k: kill_trial(tmp_path / f"t{k}", moments[k]), range(len(moments))))
     for k, trial in enumerate(trials):
         ckpt = tmp_path / f"t{k}" / "demo-digits" / "last.ckpt"
-        state = torch.load(ckpt, weights_only=False)  # loadable, whatever the moment
+        state = load_checkpoint(ckpt)  # loadable and hash-verified, whatever the moment
         step = int(state["step"])
         # Saves happen at even steps; at most one interval (2 steps) is lost.
         assert step >= 2 and step % 2 == 0 and trial["shown"] - step <= 2, (trial, step)
@@ -478,3 +501,292 @@ def test_marginal_and_transition_name_their_step_range():
         d.marginal(torch.tensor([11]))
     with pytest.raises(ValueError, match=r"transition is defined for steps 1..10, got min 0"):
         d.transition(torch.tensor([0]))
+
+
+# ---- checkpoints that cannot hurt their owner ----------------------------------------------------
+
+class Payload:
+    """What a tampered checkpoint may carry: unpickling it would create ``marker`` (open(..., 'w'))."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def run_py(*args, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+RECIPE = ["recipes/lsun_blur.py", "--quick", "--model", "tiny", "--batch-size", "8", "--sample-steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    """One real 2-step run of the default recipe (its folder is copied by each test that changes it)."""
+    out = tmp_path_factory.mktemp("recipe")
+    res = run_py(*RECIPE, "--steps", "2", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    return out / "demo-digits"
+
+
+def copy_run(recipe_run, tmp_path) -> Path:
+    import shutil
+    run = tmp_path / "demo-digits"
+    shutil.copytree(recipe_run, run)
+    (run / ".lock").unlink(missing_ok=True)
+    return run
+
+
+def test_a_checkpoint_that_runs_code_is_refused_by_sample_and_resume(recipe_run, tmp_path):
+    run = copy_run(recipe_run, tmp_path)
+    marker = tmp_path / "pwned"
+    state = load_checkpoint(run / "last.ckpt")
+    state["rng"]["payload"] = Payload(marker)
+    torch.save(state, run / "last.ckpt")  # a copy of a real checkpoint with a __reduce__ payload
+
+    res = run_py("recipes/sample.py", "--ckpt", str(run / "last.ckpt"), "--n", "1", "--device", "cpu")
+    assert res.returncode == 1 and "refusing to load checkpoint" in res.stderr, res.stderr[-2000:]
+    assert "Nothing in it was executed" in res.stderr and not marker.exists()
+    res = run_py(*RECIPE, "--steps", "4", "--out", str(tmp_path), "--resume")
+    assert res.returncode == 1 and f"refusing to load checkpoint {run / 'last.ckpt'}" in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and not marker.exists()
+    with pytest.raises(CheckpointError, match="need code to run"):
+        load_run(run / "last.ckpt")
+    assert not marker.exists()
+
+
+def flip_bit_in_a_weight(path: Path) -> None:
+    """Flip the top exponent bit of one weight, keeping the stored hash (a bit rot on disk)."""
+    state = load_checkpoint(path)
+    w = state["model"][next(k for k, v in state["model"].items() if v.is_floating_point() and v.numel() > 4)]
+    w.view(torch.int32).view(-1)[3] ^= 1 << 30
+    torch.save(state, path)
+
+
+def test_flipped_bit_and_truncation_are_checkpoint_errors(tmp_path):
+    tr = Trainer(tiny_run(tmp_path, steps=2))
+    tr.setup()
+    tr.fit()
+    ckpt = tmp_path / "run" / "last.ckpt"
+    good = ckpt.read_bytes()
+    flip_bit_in_a_weight(ckpt)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(ckpt))} is corrupt: .*SHA-256"):
+        tr.resume()
+    with pytest.raises(CheckpointError, match="is corrupt"):
+        load_run(ckpt)
+    # a flipped bit anywhere in the file and truncations (5 kB, 20 kB) are errors naming the file
+    flipped = bytearray(good)
+    flipped[len(good) * 2 // 3] ^= 0x10
+    for broken in (bytes(flipped), good[:5000], good[:20000]):
+        ckpt.write_bytes(broken)
+        with pytest.raises(CheckpointError, match=re.escape(str(ckpt))):
+            tr.resume()
+        with pytest.raises(CheckpointError, match=re.escape(str(ckpt))):
+            load_run(ckpt)
+
+
+def test_the_last_good_checkpoint_is_the_verified_one(tmp_path):
+    """A NaN after a corrupted save names no checkpoint as good."""
+    tr = Trainer(tiny_run(tmp_path, steps=10, ckpt_every=2))
+    tr.setup()
+    forward, calls = tr.raw_model.forward, []
+
+    def poisoned(x, i):
+        calls.append(1)
+        if len(calls) == 5:
+            flip_bit_in_a_weight(tmp_path / "run" / "last.ckpt")
+        out = forward(x, i)
+        return out * float("nan") if len(calls) > 5 else out
+
+    tr.raw_model.forward = poisoned
+    with pytest.raises(NonFiniteLossError, match="There is no good checkpoint: .*last.ckpt fails verification"):
+        tr.fit()
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
+    tr = Trainer(tiny_run(tmp_path, steps=2))
+    tr.setup()
+    tr.fit()
+    state = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)
+    assert state["format"] == 2 and state["sha256"] == checkpoint_module.content_hash(state)
+    rng = state["rng"]
+    assert torch.is_tensor(rng["numpy"]["keys"]) and torch.is_tensor(rng["python"]["state"])
+
+
+def test_resume_restores_every_rng_exactly(tmp_path):
+    import random as py_random
+
+    import numpy as np
+    tr = Trainer(tiny_run(tmp_path, steps=2))
+    tr.setup()
+    tr.fit()
+    want = (torch.rand(3), np.random.rand(3), py_random.random())  # drawn right after the save
+    torch.rand(5), np.random.rand(7), py_random.random()
+    again = Trainer(tiny_run(tmp_path, steps=4))
+    again.setup()
+    assert again.resume()
+    got = (torch.rand(3), np.random.rand(3), py_random.random())
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
+
+
+# ---- run folders: no silent overwrite, one process at a time ------------------------------------
+
+def test_rerun_without_resume_is_refused_and_last_ckpt_keeps_its_bytes(recipe_run, tmp_path):
+    run = copy_run(recipe_run, tmp_path)
+    before = {f: (run / f).read_bytes() for f in ("last.ckpt", "metrics.csv", "config.json")}
+    res = run_py(*RECIPE, "--steps", "5", "--out", str(tmp_path))
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert f"run folder {run} already holds a run" in res.stderr
+    assert "--resume" in res.stderr and "--overwrite" in res.stderr and "Traceback" not in res.stderr
+    assert {f: (run / f).read_bytes() for f in before} == before
+
+
+def test_run_folder_rules(tmp_path):
+    run = tmp_path / "r"
+    with pytest.raises(RunDirError, match=r"nothing to resume in .*r: no last.ckpt \(no run there\)"):
+        claim_run_dir(run, resume=True)
+    assert claim_run_dir(run, resume=False) is None  # a new run
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(RunDirError, match="stopped before its first checkpoint.*--overwrite"):
+        claim_run_dir(run, resume=True)
+    with pytest.raises(RunDirError, match="already holds a run.*--resume.*--overwrite"):
+        claim_run_dir(run, resume=False)
+    (run / "last.ckpt").write_bytes(b"x")
+    assert claim_run_dir(run, resume=True) == run / "last.ckpt"
+    assert claim_run_dir(run, resume=False, overwrite=True) is None
+    assert not (run / "last.ckpt").exists() and not (run / "config.json").exists()
+
+
+@pytest.mark.parametrize("name", ["", "  ", "../../escape", "a/b", "..", ".", "a\\b"])
+def test_run_names_are_one_folder_name(name, tmp_path):
+    with pytest.raises(ConfigError, match="run name must be"):
+        check_run_name(name)
+    with pytest.raises(ConfigError, match="run name must be"):
+        replace(tiny_run(tmp_path), name=name)
+
+
+def test_a_second_process_on_one_run_folder_is_refused(recipe_run, tmp_path):
+    run = copy_run(recipe_run, tmp_path)
+    with RunLock(run):  # this process trains there
+        res = run_py(*RECIPE, "--steps", "4", "--out", str(tmp_path), "--resume")
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert f"run folder {run} is in use by process {os.getpid()}" in res.stderr
+    assert ckpt_step(run / "last.ckpt") == 2
+
+
+def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(f"{dead.pid} somehost\n")  # its owner is gone: nothing holds it
+    with RunLock(tmp_path) as lock:
+        assert lock.held and (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+        with pytest.raises(RunDirError, match=f"in use by process {os.getpid()}"):
+            RunLock(tmp_path).acquire()  # a second holder, even in one process (flock per open file)
+
+
+# ---- every flag checked before any work -----------------------------------------------------------
+
+@pytest.fixture
+def recipes_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "recipes"))
+    hook = sys.excepthook
+    yield
+    sys.excepthook = hook
+
+
+@pytest.mark.parametrize("recipe,argv,message", [
+    ("lsun_blur", ["--batch-size", "0"], "--batch-size: must be an integer >= 1, got 0"),
+    ("lsun_blur", ["--ckpt-every", "0"], "--ckpt-every: must be an integer >= 1, got 0"),
+    ("lsun_blur", ["--steps", "0"], "--steps: must be an integer >= 1, got 0"),
+    ("lsun_blur", ["--steps", "-5"], "--steps: must be an integer >= 1, got -5"),
+    ("lsun_blur", ["--ema-decay", "-1"], "--ema-decay: must be a finite number [0.0, 1.0], got -1"),
+    ("lsun_blur", ["--ema-decay", "2"], "--ema-decay: must be a finite number [0.0, 1.0], got 2"),
+    ("lsun_blur", ["--sample-steps", "0"], "--sample-steps: must be an integer >= 1, got 0"),
+    ("lsun_blur", ["--lr", "nan"], "--lr: must be a finite number > 0.0, got nan"),
+    ("lsun_blur", ["--name", ""], "--name: run name must be a non-empty folder name, got ''"),
+    ("lsun_blur", ["--name", "../../escape"], "--name: run name must be one folder name"),
+    ("lsun_blur", ["--resume", "--overwrite"], "not allowed with argument --resume"),
+    ("heat_dissipation", ["--size", "0"], "--size: must be an integer >= 1, got 0"),
+    ("sample", ["--ckpt", "x", "--n", "0"], "--n: must be an integer >= 1, got 0"),
+    ("sample", ["--ckpt", "x", "--steps", "0"], "--steps: must be an integer >= 1, got 0"),
+    ("sample", ["--ckpt", "x", "--steps", "-5"], "--steps: must be an integer >= 1, got -5"),
+    ("sample", ["--ckpt", "x", "--batch-size", "0"], "--batch-size: must be an integer >= 1, got 0"),
+    ("evaluate", ["--ckpt", "x", "--swd-min-size", "0"], "--swd-min-size: must be an integer >= 1, got 0"),
+    ("evaluate", ["--ckpt", "x", "--n", "0"], "--n: must be an integer >= 1, got 0"),
+])
+def test_bad_flags_stop_before_any_work(recipes_importable, capsys, recipe, argv, message):
+    import importlib
+    module = importlib.import_module(recipe)
+    with pytest.raises(SystemExit) as info:
+        module.parse_args(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("steps", 0, r"TrainConfig.steps \(--steps\) must be an integer >= 1, got 0"),
+    ("steps", 2.5, r"must be an integer >= 1, got 2.5"),
+    ("batch_size", 0, r"batch_size \(--batch-size\) must be an integer >= 1, got 0"),
+    ("ckpt_every", 0, r"ckpt_every \(--ckpt-every\) must be an integer >= 1, got 0"),
+    ("ema_decay", -1.0, r"ema_decay \(--ema-decay\) must be a number in \[0.0, 1.0\], got -1.0"),
+    ("ema_decay", 2.0, r"must be a number in \[0.0, 1.0\], got 2.0"),
+    ("sample_steps", 0, r"sample_steps \(--sample-steps\) must be an integer >= 1, got 0"),
+    ("sample_steps", 5000, r"must be in 1..N=100 .* for sampler 'dpm\+\+2m', got 5000"),
+    ("lr", 0.0, r"lr \(--lr\) must be a finite number > 0.0, got 0.0"),
+    ("sampler", "euler", r"unknown sampler 'euler'; valid: \["),
+])
+def test_train_config_checks_every_field(tmp_path, field, value, message):
+    config = tiny_run(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        replace(config, train=replace(config.train, **{field: value}))
+
+
+def test_data_config_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"DataConfig.size \(--size\) must be an integer >= 1, got 0"):
+        DataConfig("digits", 0, 1)
+    with pytest.raises(ConfigError, match=r"value_range must be \(lo, hi\) with finite lo < hi, got \(1.0, -1.0\)"):
+        DataConfig("digits", 16, 1, (1.0, -1.0))
+
+
+def test_recipe_refusals_before_any_work(recipes_importable, tmp_path):
+    import common
+    import lsun_blur
+    args = lsun_blur.parse_args(["--sample-steps", "5000", "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match=r"sample_steps \(--sample-steps\) must be in 1..N=1000"):
+        lsun_blur.build_config(args)
+    # a schedule flag the schedule cannot take (d_min = 0: log 0) fails before the folder is made
+    import blurring_diffusion
+    with pytest.raises(ConfigError, match=r"invalid run .*'d_min': 0.0.*math domain error"):
+        blurring_diffusion.main(["--d-min", "0", "--out", str(tmp_path), "--quick"])
+    # --resume with no checkpoint is an error, and leaves no folder behind
+    args = lsun_blur.parse_args(["--resume", "--out", str(tmp_path), "--name", "none"])
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        common.claim(lsun_blur.build_config(args), args)
+    assert not (tmp_path / "none").exists() and sorted(tmp_path.iterdir()) == []
+
+
+def test_resume_with_a_different_model_is_the_short_message(tmp_path):
+    tr = Trainer(tiny_run(tmp_path, steps=2))
+    tr.setup()
+    tr.fit()
+    config = tiny_run(tmp_path, steps=4)
+    other = Trainer(replace(config, model={**config.model, "model_channels": 2 * config.model["model_channels"]}))
+    other.setup()
+    with pytest.raises(CheckpointError, match="was trained with a different model") as info:
+        other.resume()
+    assert len(str(info.value)) < 600 and "size mismatch" not in str(info.value)
+
+
+def test_sample_device_cuda_without_cuda_names_cuda(recipe_run):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = run_py("recipes/sample.py", "--ckpt", str(recipe_run / "last.ckpt"), "--device", "cuda", "--n", "1")
+    assert res.returncode == 1 and "CUDA is not available" in res.stderr, res.stderr[-2000:]
+    assert "delete" not in res.stderr
+    res = run_py("recipes/sample.py", "--ckpt", str(recipe_run / "last.ckpt"), "--steps", "5000", "--n", "1",
+                 "--device", "cpu")
+    assert res.returncode == 1 and "--steps must be in 1..N=1000" in res.stderr, res.stderr[-2000:]

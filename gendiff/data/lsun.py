@@ -7,10 +7,15 @@ release, jpeg in some re-exports; both are decoded with PIL.
 Choices, and why:
 
 * The key list is read once (a full cursor walk takes minutes on the big categories) and cached
-  in a pickle OUTSIDE the data folder, because that folder is often read-only (shared storage).
-  Default location: ``$XDG_CACHE_HOME/gendiff/lsun_keys/<sha1 of abs path>.pkl`` (``~/.cache``
-  when XDG_CACHE_HOME is unset); ``cache_dir`` overrides it. The cache is ignored and rebuilt
-  when ``data.mdb`` changes size or modification time.
+  OUTSIDE the data folder, because that folder is often read-only (shared storage), as an
+  ``.npz`` of plain arrays (no pickle: reading it runs no code). Default location:
+  ``$XDG_CACHE_HOME/gendiff/lsun_keys/<sha1 of abs path>.npz`` (``~/.cache`` when
+  XDG_CACHE_HOME is unset); ``cache_dir`` overrides it. The cache is ignored and rebuilt when
+  ``data.mdb`` changes size or modification time.
+* Before the database is memory-mapped, its meta pages are read and the file's size checked
+  against the last page they name (:func:`check_lmdb_file`): reading a page past the end of a
+  truncated ``data.mdb`` through the map would kill the process with SIGBUS, with no message.
+  A damaged page met while listing keys raises :class:`LMDBError` naming the path.
 * The LMDB environment is opened lazily, once per process and shared by every dataset on the
   same folder (py-lmdb >= 3 refuses a second open in one process). An environment must not
   cross a ``fork``, so each DataLoader worker closes its inherited copy and opens its own on
@@ -23,20 +28,56 @@ Choices, and why:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
+import struct
 import tempfile
 import threading
 import warnings
 from pathlib import Path
 
 import lmdb
+import numpy as np
 import torch
 
 from gendiff.data.folder import SkipsBadRecords, check_size_channels, decode_image
 from gendiff.value_range import check_range
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+_MAGIC = 0xBEEFC0DE
+
+
+class LMDBError(RuntimeError):
+    """An LMDB database that cannot be read safely (truncated, damaged); the message names it."""
+
+
+def check_lmdb_file(root: Path) -> None:
+    """Refuse a ``data.mdb`` that is shorter than its own meta pages say, before it is mapped.
+
+    LMDB's two meta pages (page 0 and 1; the newer one by txnid is current) record the page size
+    and the last page in use; every page up to it must be in the file. Layout (LMDB 0.9, 64-bit):
+    16-byte page header, then magic, version, address, mapsize, the free DB (whose first field
+    is the page size), the main DB, last_pgno, txnid.
+    """
+    path = root / "data.mdb"
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(2 * 65536)
+    metas = []
+    psize = struct.unpack_from("<I", head, 40)[0] if len(head) >= 152 else 0
+    for off in (0, psize) if 0 < psize <= 65536 else ():
+        if off + 152 <= len(head) and struct.unpack_from("<I", head, off + 16)[0] == _MAGIC:
+            last, txn = struct.unpack_from("<QQ", head, off + 136)
+            metas.append((txn, last, psize))
+    if not metas:
+        raise LMDBError(f"LMDB file {str(path)!r} is damaged or not an LMDB database ({size} bytes, "
+                        "no valid meta page); re-copy the dataset")
+    _, last, psize = max(metas)
+    need = (last + 1) * psize
+    if size < need:
+        raise LMDBError(f"LMDB file {str(path)!r} is truncated: {size} bytes, but its meta page names "
+                        f"page {last} ({need} bytes needed); re-copy the dataset (an interrupted copy or "
+                        "download?)")
 
 
 def default_cache_dir() -> Path:
@@ -48,8 +89,12 @@ def default_cache_dir() -> Path:
 def _open_env(root: Path, max_readers: int) -> lmdb.Environment:
     # Read-only and lock-free: the folder may be read-only, and we never write.
     # readahead=False because access is random; meminit=False skips zeroing unused buffers.
-    return lmdb.open(str(root), readonly=True, lock=False, readahead=False, meminit=False,
-                     max_readers=max_readers)
+    check_lmdb_file(root)  # before the map: a page past the end of the file is a SIGBUS
+    try:
+        return lmdb.open(str(root), readonly=True, lock=False, readahead=False, meminit=False,
+                         max_readers=max_readers)
+    except lmdb.Error as e:
+        raise LMDBError(f"cannot open LMDB {str(root)!r}: {type(e).__name__}: {e}") from e
 
 
 _ENVS: dict[str, tuple[int, lmdb.Environment]] = {}  # root -> (pid that opened it, env)
@@ -79,8 +124,12 @@ def shared_env(root: Path, max_readers: int = 126) -> lmdb.Environment:
 
 def _list_keys(root: Path, max_readers: int) -> list[bytes]:
     """Walk the whole database once for its keys (values are not read)."""
-    with shared_env(root, max_readers).begin(write=False) as txn:
-        return list(txn.cursor().iternext(keys=True, values=False))
+    try:
+        with shared_env(root, max_readers).begin(write=False) as txn:
+            return list(txn.cursor().iternext(keys=True, values=False))
+    except lmdb.Error as e:  # a damaged branch or leaf page
+        raise LMDBError(f"LMDB {str(root / 'data.mdb')!r} is damaged: {type(e).__name__}: {e}; "
+                        "re-copy the dataset") from e
 
 
 def _fingerprint(root: Path) -> dict:
@@ -91,26 +140,32 @@ def _fingerprint(root: Path) -> dict:
 
 
 def _read_cached_keys(path: Path, fingerprint: dict) -> list[bytes] | None:
-    """Keys from the cache file, or None if it is absent, unreadable or stale."""
+    """Keys from the cache file, or None if it is absent, unreadable or stale (no pickle)."""
     try:
-        with open(path, "rb") as f:
-            payload = pickle.load(f)
+        with np.load(path, allow_pickle=False) as z:
+            if json.loads(bytes(z["fingerprint"]).decode()) != fingerprint:
+                return None
+            blob, ends = z["blob"].tobytes(), z["ends"].tolist()
     except Exception:  # absent, truncated, or from an incompatible version: rebuild
         return None
-    if not isinstance(payload, dict) or payload.get("fingerprint") != fingerprint:
-        return None
-    return payload["keys"]
+    starts = [0, *ends[:-1]]
+    return [blob[a:b] for a, b in zip(starts, ends)]
 
 
 def _write_cached_keys(path: Path, fingerprint: dict, keys: list[bytes]) -> None:
-    """Write the cache atomically (temp file + rename) so concurrent jobs never see half a file."""
+    """Write the cache atomically (temp file + rename) so concurrent jobs never see half a file.
+
+    Plain arrays: the keys concatenated (uint8) and their end offsets, plus the fingerprint as
+    JSON text; any key bytes survive exactly (a fixed-width "S" array would drop trailing NULs).
+    """
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            pickle.dump({"fingerprint": fingerprint, "keys": keys}, f,
-                        protocol=pickle.HIGHEST_PROTOCOL)
+            np.savez(f, fingerprint=np.frombuffer(json.dumps(fingerprint).encode(), np.uint8),
+                     blob=np.frombuffer(b"".join(keys), np.uint8),
+                     ends=np.cumsum([len(k) for k in keys], dtype=np.int64))
         os.replace(tmp, path)
     except OSError as err:  # a read-only home is not a reason to refuse to train
         warnings.warn(f"could not write the LSUN key cache {str(path)!r}: {err}", RuntimeWarning)
@@ -122,7 +177,7 @@ def load_keys(root: Path, cache_dir: str | os.PathLike | None = None,
               max_readers: int = 126) -> tuple[list[bytes], Path]:
     """All record keys of the LMDB at ``root``, from the cache when fresh, and the cache path."""
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    cache = cache_dir / (hashlib.sha1(str(root).encode()).hexdigest() + ".pkl")
+    cache = cache_dir / (hashlib.sha1(str(root).encode()).hexdigest() + ".npz")
     fingerprint = _fingerprint(root)
     keys = _read_cached_keys(cache, fingerprint)
     if keys is None:

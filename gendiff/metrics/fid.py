@@ -6,11 +6,19 @@ Resizing and quantisation follow clean-fid (Parmar, Zhang & Zhu, "On Aliased Res
 Surprising Subtleties in GAN Evaluation", CVPR 2022): in mode "clean" every image is resized
 to 299x299 with PIL bicubic on float data, without re-quantising, before the features.
 
-clean-fid downloads what it lacks (the Inception torchscript into /tmp, reference
+clean-fid downloads what it lacks (the Inception torchscript into the shared /tmp, reference
 statistics into its package folder).  Here each needed file is looked for first and a
 missing one raises :class:`MissingWeightsError` saying where to fetch it and where to put it;
 the feature network is then built from the local file and handed to clean-fid as its
 ``custom_feat_extractor``, so clean-fid never reaches its own download code.
+
+The Inception weights live in the user's cache folder (``$XDG_CACHE_HOME/gendiff``, else
+``~/.cache/gendiff``), not in the shared /tmp where anyone can plant a file, and their SHA-256
+is checked before ``torch.jit.load`` (:func:`verify_weights`). Neither clean-fid nor
+StyleGAN2-ADA (whose URL clean-fid uses) publishes a hash of the file, so the expected hash is
+the one given (``inception_sha256=``, ``$GENDIFF_INCEPTION_SHA256`` or :data:`INCEPTION_SHA256`),
+else the one recorded in ``<file>.sha256`` on first use (trust on first use, with a warning
+that prints it for comparison with a trusted copy); a file that no longer matches is refused.
 
     >>> fid("samples/", "data/", inception_path="/models/inception-2015-12-05.pt")
     >>> fid(gen, ("cifar10", 32, "train"), num_gen=10_000)   # precomputed clean-fid stats
@@ -18,22 +26,28 @@ the feature network is then built from the local file and handed to clean-fid as
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import platform
+import warnings
 from typing import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["fid", "kid", "fid_from_features", "kid_from_features", "MissingWeightsError",
-           "INCEPTION_FILE", "INCEPTION_URL", "INCEPTION_DIR", "default_inception_path"]
+__all__ = ["fid", "kid", "fid_from_features", "kid_from_features", "MissingWeightsError", "WeightsHashError",
+           "INCEPTION_FILE", "INCEPTION_URL", "INCEPTION_DIR", "INCEPTION_SHA256", "default_inception_path",
+           "verify_weights"]
 
 # Facts from clean-fid 0.1.35 (downloads_helper.py, features.py, inception_pytorch.py).
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
                  + INCEPTION_FILE)
-# clean-fid hard-codes this folder (features.feature_extractor); it is not configurable there.
-INCEPTION_DIR = "./" if platform.system() == "Windows" else "/tmp"
+# None: the user cache folder (see inception_dir). clean-fid's own /tmp is shared by all users.
+INCEPTION_DIR: str | None = None
+# No hash is published for this file (clean-fid 0.1.35, stylegan2-ada-pytorch); pin one here, by
+# argument or by $GENDIFF_INCEPTION_SHA256 once a trusted copy's hash is known.
+INCEPTION_SHA256: str | None = None
+SHA_ENV_VAR = "GENDIFF_INCEPTION_SHA256"
 STATS_URL = "https://www.cs.cmu.edu/~clean-fid/stats/"
 # mode "legacy_pytorch" uses pytorch-fid's weights through torch.hub's cache instead.
 PT_INCEPTION_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -46,10 +60,61 @@ class MissingWeightsError(FileNotFoundError):
     """A weights or statistics file needed by FID/KID is not on this machine."""
 
 
+class WeightsHashError(ValueError):
+    """A weights file whose SHA-256 is not the expected one; it was not loaded."""
+
+
+def inception_dir() -> str:
+    """:data:`INCEPTION_DIR` if set, else ``$XDG_CACHE_HOME/gendiff`` (``~/.cache/gendiff``)."""
+    if INCEPTION_DIR:
+        return INCEPTION_DIR
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gendiff")
+
+
 def default_inception_path() -> str:
     """Where the Inception torchscript is looked for: $GENDIFF_INCEPTION_PATH, else
-    clean-fid's own location (``/tmp/inception-2015-12-05.pt``)."""
-    return os.environ.get(ENV_VAR) or os.path.join(INCEPTION_DIR, INCEPTION_FILE)
+    ``<user cache>/gendiff/inception-2015-12-05.pt``."""
+    return os.environ.get(ENV_VAR) or os.path.join(inception_dir(), INCEPTION_FILE)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_weights(path: str, expected: str | None = None) -> str:
+    """Check ``path``'s SHA-256 before anything loads it; returns the hash.
+
+    The expected hash is ``expected``, else ``$GENDIFF_INCEPTION_SHA256``, else
+    :data:`INCEPTION_SHA256`, else the one pinned in ``<path>.sha256`` on first use. With none of
+    these, the hash is pinned now and a warning prints it.
+
+    Raises:
+        WeightsHashError: the file's hash differs from the expected one (named with both hashes).
+    """
+    got = _sha256(path)
+    pin = path + ".sha256"
+    want = expected or os.environ.get(SHA_ENV_VAR) or INCEPTION_SHA256
+    source = "the expected hash"
+    if not want and os.path.isfile(pin):
+        want, source = open(pin).read().split()[0], f"the hash pinned on first use in {pin}"
+    if want:
+        if got != want.lower():
+            raise WeightsHashError(f"{path} has SHA-256 {got}, not {want.lower()} ({source}); refusing to load "
+                                   "it. Replace it with a trusted copy from " + INCEPTION_URL)
+        return got
+    try:
+        with open(pin, "w") as f:
+            f.write(f"{got}  {os.path.basename(path)}\n")
+    except OSError:
+        pass
+    warnings.warn(f"no expected SHA-256 for {path} (none is published); first use: it is {got}, pinned in "
+                  f"{pin}. Compare it with a trusted copy, or set ${SHA_ENV_VAR}", RuntimeWarning, stacklevel=2)
+    return got
 
 
 def _missing_message(what: str, path: str, url: str, hint: str) -> str:
@@ -100,8 +165,8 @@ def _check_files(mode: str, need_inception: bool, inception_path, stats_ref, met
         raise MissingWeightsError("\n".join(problems))
 
 
-def _inception_model(mode: str, inception_path: str | None, device) -> Callable:
-    """clean-fid's Inception feature network, loaded from the local file only."""
+def _inception_model(mode: str, inception_path: str | None, device, inception_sha256: str | None = None) -> Callable:
+    """clean-fid's Inception feature network, loaded from the local file only, hash checked first."""
     from cleanfid.inception_torchscript import InceptionV3W
 
     if mode == "legacy_pytorch":
@@ -118,7 +183,9 @@ def _inception_model(mode: str, inception_path: str | None, device) -> Callable:
             self.layers = self.base.layers
             self.resize_inside = resize_inside
 
-    net = LocalInceptionV3W(_inception_file(inception_path), mode == "legacy_tensorflow")
+    path = _inception_file(inception_path)
+    verify_weights(path, inception_sha256)
+    net = LocalInceptionV3W(path, mode == "legacy_tensorflow")
     return net.to(device).eval()
 
 
@@ -136,7 +203,7 @@ def _wrap_extractor(fn: Callable, device) -> Callable:
     return model
 
 
-def _setup(gen_or_folder, ref, mode, feature_extractor, inception_path, device, metric):
+def _setup(gen_or_folder, ref, mode, feature_extractor, inception_path, device, metric, inception_sha256=None):
     """Validate the inputs, check the files and return (feature model, stats tuple or None)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -154,13 +221,14 @@ def _setup(gen_or_folder, ref, mode, feature_extractor, inception_path, device, 
             raise FileNotFoundError(f"image folder not found: {path}")
     _check_files(mode, feature_extractor is None, inception_path, stats_ref, metric)
     if feature_extractor is None:
-        return _inception_model(mode, inception_path, device), stats_ref
+        return _inception_model(mode, inception_path, device, inception_sha256), stats_ref
     return _wrap_extractor(feature_extractor, device), stats_ref
 
 
 def fid(gen_or_folder, ref, *, mode: str = "clean", num_gen: int = 50_000, batch_size: int = 32,
         feature_extractor: Callable | None = None, inception_path: str | None = None,
-        device="cpu", num_workers: int = 0, z_dim: int = 512, verbose: bool = False) -> float:
+        device="cpu", num_workers: int = 0, z_dim: int = 512, verbose: bool = False,
+        inception_sha256: str | None = None) -> float:
     """Frechet Inception Distance via ``cleanfid.fid.compute_fid``.
 
     Args:
@@ -176,7 +244,10 @@ def fid(gen_or_folder, ref, *, mode: str = "clean", num_gen: int = 50_000, batch
         feature_extractor: callable or nn.Module mapping the batch clean-fid feeds it
             (float32 (N, 3, 299, 299) in [0, 255] in mode "clean") to (N, D) features;
             replaces Inception (FID then is "Frechet distance in that embedding").
-        inception_path: local ``inception-2015-12-05.pt`` (file or folder holding it).
+        inception_path: local ``inception-2015-12-05.pt`` (file or folder holding it); default
+            ``$GENDIFF_INCEPTION_PATH`` or ``<user cache>/gendiff/inception-2015-12-05.pt``.
+        inception_sha256: the file's expected SHA-256, checked before loading (see
+            :func:`verify_weights` for the default).
         device: device of the feature network and of z.
         num_workers: DataLoader workers resizing folder images (0: in this process).
         z_dim: latent size passed to ``gen``.
@@ -184,11 +255,12 @@ def fid(gen_or_folder, ref, *, mode: str = "clean", num_gen: int = 50_000, batch
 
     Raises:
         MissingWeightsError: the Inception weights or reference statistics are not local.
+        WeightsHashError: the Inception file is not the expected one (it is not loaded).
     """
     from cleanfid.fid import compute_fid
 
     model, stats = _setup(gen_or_folder, ref, mode, feature_extractor, inception_path,
-                          device, "FID")
+                          device, "FID", inception_sha256)
     is_folder = isinstance(gen_or_folder, (str, os.PathLike))
     kwargs = dict(mode=mode, num_workers=num_workers, batch_size=batch_size, device=device,
                   num_gen=num_gen, z_dim=z_dim, custom_feat_extractor=model, verbose=verbose,
@@ -220,7 +292,7 @@ def _features(source, model, *, mode, num_gen, batch_size, device, num_workers, 
 def kid(gen_or_folder, ref, *, mode: str = "clean", num_gen: int = 50_000, batch_size: int = 32,
         feature_extractor: Callable | None = None, inception_path: str | None = None,
         device="cpu", num_workers: int = 0, z_dim: int = 512, verbose: bool = False,
-        seed: int = 0) -> float:
+        seed: int = 0, inception_sha256: str | None = None) -> float:
     """Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel) via clean-fid.
 
     Arguments as :func:`fid`.  clean-fid's own ``compute_kid`` takes no custom feature
@@ -233,7 +305,7 @@ def kid(gen_or_folder, ref, *, mode: str = "clean", num_gen: int = 50_000, batch
     from cleanfid.features import get_reference_statistics
 
     model, stats = _setup(gen_or_folder, ref, mode, feature_extractor, inception_path,
-                          device, "KID")
+                          device, "KID", inception_sha256)
     opts = dict(mode=mode, num_gen=num_gen, batch_size=batch_size, device=device,
                 num_workers=num_workers, z_dim=z_dim, verbose=verbose)
     feats = _features(gen_or_folder, model, **opts)

@@ -20,7 +20,7 @@ from gendiff.priors import build_prior
 from gendiff.samplers import sampler_steps
 from gendiff.schedules import build_schedule
 
-from .checkpoint import READ_ERRORS, CheckpointError, latest_checkpoint, save_atomic, unreadable
+from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic, verified
 from .config import RunConfig
 from .csvlog import CSVLog
 from .ema import ema_model
@@ -94,10 +94,10 @@ class Trainer:
         self.step = 0
 
     def state(self) -> dict:
-        return {"model": self.model, "ema": self.ema, "optimizer": self.optimizer, "step": self.step,
-                "config": self.config.to_dict(),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "python": random.getstate()}}
+        """Tensors and plain values only (checkpoint format 2), so loading runs no code."""
+        return {"model": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "config": self.config.to_dict(), "rng": rng_state()}
 
     @property
     def interrupted(self) -> bool:
@@ -112,17 +112,17 @@ class Trainer:
         path = Path(path) if path else latest_checkpoint(self.run_dir)
         if path is None or not path.is_file():
             return False
-        # Our own checkpoints hold RNG states (tuples, numpy arrays): not weights-only material.
+        state = load_checkpoint(path)  # weights_only, hash checked; CheckpointError names the file
+        self._check_same_run(path, state.get("config", {}))
         try:
-            rest = self.fabric.load(path, {"model": self.model, "ema": self.ema, "optimizer": self.optimizer},
-                                    weights_only=False)
-        except READ_ERRORS as e:  # torch's message does not name the file or say what to do
-            raise unreadable(path, e) from e
-        self._check_same_run(path, rest.get("config", {}))
-        self.step = int(rest["step"])
-        torch.set_rng_state(rest["rng"]["torch"])
-        np.random.set_state(rest["rng"]["numpy"])
-        random.setstate(rest["rng"]["python"])
+            self.raw_model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+            set_rng_state(state["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path} does not fit this run: {type(e).__name__}: "
+                                  f"{str(e)[:300]}") from e
         return True
 
     def _check_same_run(self, path: Path, saved: dict) -> None:
@@ -132,9 +132,12 @@ class Trainer:
         diff = [k for k in keys if k in saved and saved[k] != ours[k]]
         diff += [f"data.{k}" for k in ("spec", "size", "channels") if saved.get("data", {}).get(k) != ours["data"][k]]
         if diff:
+            first = diff[0].split(".")
+            was = saved.get(first[0]) if len(first) == 1 else saved.get("data", {}).get(first[1])
+            now = ours[first[0]] if len(first) == 1 else ours["data"][first[1]]
             raise CheckpointError(f"{path} was trained with a different {', '.join(diff)} "
-                                  f"(saved {', '.join(repr(saved.get(k.split('.')[0])) for k in diff[:1])}); "
-                                  "use another --name or --out, or delete the checkpoint to start over")
+                                  f"(saved {_short(was)}, this run {_short(now)}); use another --name or --out, "
+                                  "or start over with --overwrite")
 
     def _loader(self):
         t = self.config.train
@@ -197,9 +200,17 @@ class Trainer:
 
     def _stop_if_nonfinite(self, what: str, value: float) -> None:
         if not np.isfinite(value):
+            last = latest_checkpoint(self.run_dir)
+            # "good": hash-verified; every save happened after a finite step, before this one
+            if last is None:
+                good = "No checkpoint was saved yet"
+            elif verified(last):
+                good = f"The last good checkpoint is {last} (hash verified)"
+            else:
+                good = f"There is no good checkpoint: {last} fails verification"
             raise NonFiniteLossError(
-                f"{what} is {value} at step {self.step + 1}; stopping. The last good checkpoint is "
-                f"{latest_checkpoint(self.run_dir)} (lower the lr, set grad_clip, or use 32-true).")
+                f"{what} is {value} at step {self.step + 1}; stopping. {good} "
+                "(lower the lr, set grad_clip, or use 32-true).")
 
     def _stop_on_all_ranks(self) -> bool:
         """True on every rank once any rank got SIGTERM/SIGINT, so all save and stop together."""
@@ -276,18 +287,64 @@ def build_diffusion(config: RunConfig) -> Diffusion:
 def load_run(ckpt: str | Path, device="cpu"):
     """(RunConfig, Diffusion, EMA model) from a checkpoint, for sampling and evaluation.
 
-    The checkpoint holds the full config, so nothing else is needed to rebuild the run.
+    The checkpoint holds the full config, so nothing else is needed to rebuild the run. It is
+    read with ``weights_only=True`` and its hash checked (:func:`load_checkpoint`), on the CPU:
+    a run trained on a GPU loads on any machine, and ``device`` is checked first.
     """
+    check_device(device)
+    state = load_checkpoint(ckpt)
     try:
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-    except READ_ERRORS as e:
-        raise unreadable(ckpt, e) from e
-    config = RunConfig.from_dict(state["config"])
-    diffusion = build_diffusion(config)
-    model = build_model(UNetConfig(**config.model))
-    ema = ema_model(model, config.train.ema_decay)
-    ema.load_state_dict(state["ema"])
-    return config, diffusion, ema.module.to(device).eval()
+        config = RunConfig.from_dict(state["config"])
+        model = build_model(UNetConfig(**config.model))
+        ema = ema_model(model, config.train.ema_decay)
+        ema.load_state_dict(state["ema"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {ckpt} does not describe a gendiff run: {type(e).__name__}: "
+                              f"{str(e)[:300]}") from e
+    return config, build_diffusion(config), ema.module.to(device).eval()
+
+
+def check_device(device) -> torch.device:
+    """``torch.device(device)`` if this machine has it; ValueError saying what is missing otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<k>' or 'mps', got {device!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine (torch "
+                             f"{torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
+    return dev
+
+
+def rng_state() -> dict:
+    """torch, NumPy and Python RNG states as tensors and plain values (no NumPy objects)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                       "gauss_next": gauss_next}}
+
+
+def set_rng_state(rng: dict) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(rng["torch"])
+    n = rng["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = rng["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+
+
+def _short(value, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def load_prior(config: RunConfig):

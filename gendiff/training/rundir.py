@@ -1,0 +1,143 @@
+"""Run folders that a run never destroys: checked names, no silent overwrite, one process at a time.
+
+* :func:`check_run_name` — a run name is one folder name under ``out``: not empty, no path
+  separator, not ``.`` or ``..``, so ``--name ''`` or ``--name ../../x`` cannot write elsewhere.
+* :func:`claim_run_dir` — an existing run is refused unless the caller resumes it or asks to
+  overwrite it; resuming needs something to resume.
+* :class:`RunLock` — a locked file naming the owner's pid keeps a second process out; the lock of
+  a process that is gone (a killed run) is taken over.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from .config import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+RUN_FILES = ("last.ckpt", "config.json", "metrics.csv")  # what makes a folder a run
+LOCK_NAME = ".lock"
+
+
+class RunDirError(RuntimeError):
+    """The run folder cannot be used as asked (exists, nothing to resume, or in use)."""
+
+
+def check_run_name(name) -> str:
+    """``name`` if it is a single folder name; ConfigError (a ValueError) naming it otherwise."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"run name must be a non-empty folder name, got {name!r}")
+    bad = [c for c in ("/", "\\", os.sep, "\0") if c in name]
+    if bad or name in (".", "..") or (os.altsep and os.altsep in name):
+        raise ConfigError(f"run name must be one folder name (no '/', '\\', NUL, not '.' or '..'), got {name!r}")
+    return name
+
+
+def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool = False) -> Path | None:
+    """Decide what a run may do with ``run_dir`` before any work; returns the checkpoint to resume.
+
+    Args:
+        resume: continue from ``run_dir/last.ckpt`` (which must exist).
+        overwrite: start over in an existing run folder; its checkpoint and metrics are removed
+            (call this while holding the :class:`RunLock`).
+
+    Raises:
+        RunDirError: an existing run without ``resume``/``overwrite`` (the message says how to
+            continue or start over), ``resume`` with nothing to resume, or both flags at once.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite exclude each other: resume continues the run, "
+                          "overwrite starts it over")
+    ckpt = run_dir / "last.ckpt"
+    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if resume:
+        if not ckpt.is_file():
+            what = "the run stopped before its first checkpoint" if existing else "no run there"
+            raise RunDirError(f"nothing to resume in {run_dir}: no last.ckpt ({what}); drop --resume to "
+                              f"start a new run{' (with --overwrite, since the folder exists)' if existing else ''}")
+        return ckpt
+    if existing and not overwrite:
+        raise RunDirError(f"run folder {run_dir} already holds a run ({', '.join(existing)}); refusing to "
+                          "overwrite it. Continue it with --resume, start it over with --overwrite, or "
+                          "pick another --name or --out")
+    if overwrite:
+        for f in RUN_FILES:
+            (run_dir / f).unlink(missing_ok=True)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """``run_dir/.lock`` held while a process trains in ``run_dir``; it records ``"<pid> <host>"``.
+
+    The lock is an exclusive ``flock`` on that file: the kernel drops it when its process dies,
+    so a lock left by a killed run is stale and simply taken over, and two processes can never
+    both hold it (no pid-reuse or check-then-write race). The pid is only for the message.
+    Where ``fcntl`` is missing (Windows) the pid in the file is checked instead.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                self._refuse_if_alive(os.read(fd, 200).decode(errors="replace"))
+        except BlockingIOError:
+            owner = os.read(fd, 200).decode(errors="replace")
+            os.close(fd)
+            self._refuse(owner)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def _refuse(self, owner: str) -> None:
+        pid, _, host = owner.strip().partition(" ")
+        raise RunDirError(f"run folder {self.path.parent} is in use by process {pid or '?'} on {host or '?'} "
+                          f"(lock {self.path}); wait for that run to finish, or stop it, before starting "
+                          "another one here")
+
+    def _refuse_if_alive(self, owner: str) -> None:
+        pid_s, _, host = owner.strip().partition(" ")
+        if pid_s.isdigit() and int(pid_s) != os.getpid() and (host != socket.gethostname() or _alive(int(pid_s))):
+            self._refuse(owner)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (unlinking it would race)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
