@@ -3,9 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # ~1 min on 2 busy cores: a subprocess running every section
 def test_gpu_script_quick_on_cpu(tmp_path):
     out = tmp_path / "gpu"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu",
