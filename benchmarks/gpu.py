@@ -418,7 +418,7 @@ def section_train_run(report: Report, args, sizes: Sizes, budget: Budget) -> Non
         "gpu-check", GaussianBlurBasis((side, side), sigma=0.4).config(), VPBlurSchedule(**SCHEDULE).config(),
         model, DataConfig(sizes.train_data, side, channels),
         TrainConfig(steps=10**7, batch_size=sizes.train_batch, lr=3e-4, ema_decay=0.999, grad_clip=1.0,
-                    log_every=1 if args.quick else 25, ckpt_every=10**7, sample_every=0, sample_n=64,
+                    log_every=1 if args.quick else 10, ckpt_every=10**7, sample_every=0, sample_n=64,
                     sample_steps=sizes.train_sample_steps),
         FabricConfig(accelerator=accelerator, precision=args.precision))
     with tempfile.TemporaryDirectory() as tmp:
