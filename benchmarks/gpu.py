@@ -26,7 +26,8 @@ repository root here first: ``echo /.whl/ >> .git/info/exclude; python -m pip do
 --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_17_x86_64
 --platform manylinux_2_28_x86_64 -d .whl PyWavelets lmdb lightning-fabric`` (lightning-fabric in
 case the image's pytorch-lightning does not ship it); then run with carry ``[".whl"]``:
-``python3 -m pip install -q --no-index --no-deps --no-build-isolation .whl/*.whl . && PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --out $OUT/gpu`` (timeout_s 600).
+``python3 -m pip install -q --no-index --no-deps --no-build-isolation .whl/*.whl . &&
+PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --out $OUT/gpu`` (timeout_s 600).
 """
 from __future__ import annotations
 
@@ -114,6 +115,8 @@ class Skipped(Exception):
 
 @dataclass
 class Report:
+    """The markdown report, sections in a fixed order whatever order they ran in."""
+
     path: Path
     header: str
     body: dict[str, str] = field(default_factory=dict)
@@ -121,11 +124,6 @@ class Report:
 
     def set(self, key: str, status: str, text: str) -> None:
         self.status[key], self.body[key] = status, text
-        self.write()
-
-    def add(self, key: str, text: str) -> None:
-        self.body[key] = (self.body.get(key, "") + "\n\n" + text).strip()
-        self.status.setdefault(key, "ok")
         self.write()
 
     def markdown(self) -> str:
@@ -229,7 +227,8 @@ def section_tests(report: Report, args, budget: Budget) -> None:
         raise RuntimeError(f"pytest failed.\n\n{text}\n\n```\n{r.stdout[-3000:]}{r.stderr[-2000:]}\n```")
     if args.device.type == "cuda" and "skipped" in summary:
         raise RuntimeError(f"GPU tests were skipped on a CUDA machine.\n\n{text}")
-    note = "" if args.device.type == "cuda" else "\n\nOn the CPU every GPU test skips (no CUDA); this only checks they collect."
+    note = ("" if args.device.type == "cuda" else
+            "\n\nOn the CPU every GPU test skips (no CUDA); this only checks they collect.")
     report.set("a", "ok", text + note)
 
 
@@ -295,7 +294,8 @@ def section_training(report: Report, args, sizes: Sizes, budget: Budget, memory:
     n_params = sum(p.numel() for p in network(sizes).parameters())
     batch = state["batch"] = fit_batch(args, sizes, memory)
     rows = state["rows"] = time_training(args, sizes, budget, batch, False, memory)
-    report.set("b", "ok", training_text(sizes, n_params, batch, rows, compiled_note="(compiled runs follow at the end)"))
+    report.set("b", "ok", training_text(sizes, n_params, batch, rows,
+                                        compiled_note="(compiled runs follow at the end)"))
     state["n_params"] = n_params
 
 
@@ -308,8 +308,8 @@ def section_compiled(report: Report, args, sizes: Sizes, budget: Budget, memory:
             compiled_note=f"**torch.compile not timed**: {budget.left():.0f} s of the budget were left (< 90 s)."))
         return
     rows = state["rows"] + time_training(args, sizes, budget, state["batch"], True, memory)
-    report.set("b", "ok", training_text(sizes, state["n_params"], state["batch"], rows,
-                                        compiled_note=f"compiled: `torch.compile(net, backend={sizes.compile_backend!r})`"))
+    note = f"compiled: `torch.compile(net, backend={sizes.compile_backend!r})`"
+    report.set("b", "ok", training_text(sizes, state["n_params"], state["batch"], rows, compiled_note=note))
 
 
 def training_text(sizes, n_params, batch, rows, compiled_note) -> str:
@@ -363,7 +363,8 @@ def section_sampling(report: Report, args, sizes: Sizes, budget: Budget, memory:
             if f"{basis} {sampler}" in res:
                 step = res[f"{basis} {sampler}"].median / calls
                 full = [step * nfe / 1e3, B / (step * nfe) * 1e3, step]
-                memory[f"sample {sampler} {basis} B={B}"] = fmt_mem(peak_memory(cand[f"{basis} {sampler}"], args.device))
+                peak = peak_memory(cand[f"{basis} {sampler}"], args.device)
+                memory[f"sample {sampler} {basis} B={B}"] = fmt_mem(peak)
             rows.append([basis, label, *["—" if v is None else v for v in full], net_ms, engine,
                          f"{engine / (engine + net_ms):.1%}"])
     header = ["basis", "sampler, steps", "s / batch", "images/s", "ms / step", "network ms", "engine ms / step",
@@ -434,7 +435,10 @@ def section_train_run(report: Report, args, sizes: Sizes, budget: Budget) -> Non
         steps = trainer.step
         sample_path = trainer.sample_grid(n=64, path=args.out / "samples.png")
         metrics = Path(tmp) / "run" / "metrics.csv"
-        log = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(open(metrics, newline=""))] if metrics.is_file() else []
+        log = []
+        if metrics.is_file():
+            with open(metrics, newline="") as f:
+                log = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
     if not log:
         raise RuntimeError(f"no loss was logged in {steps} steps")
     write_loss(log, args.out, f"{sizes.train_preset} UNet, {wall:.0f} s on {accelerator}, {args.precision}")
@@ -502,7 +506,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--out", type=Path, help="output folder (default runs/gpu-<date-time>)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and a few seconds of training (CPU smoke run)")
-    p.add_argument("--budget", type=float, help="global time budget in seconds (default 450; --quick 300, for a loaded CPU)")
+    p.add_argument("--budget", type=float,
+                   help="global time budget in seconds (default 450; --quick 300, for a loaded CPU)")
     p.add_argument("--precision", default="bf16-mixed", help="the Trainer run's Fabric precision")
     p.add_argument("--train-seconds", type=float, help="length of section (e)'s run (default 180)")
     p.add_argument("--seed", type=int, default=0)
