@@ -1,4 +1,4 @@
-"""The one GPU check (issue 14): tests on CUDA, training and sampling speed of the paper UNet,
+r"""The one GPU check (issue 14): tests on CUDA, training and sampling speed of the paper UNet,
 the engine's share, peak memory, and a 3-minute training run. Under 8 minutes on one H100.
 
     python benchmarks/gpu.py                          # on a CUDA machine; report under runs/gpu-<time>/
@@ -21,13 +21,19 @@ Sections run in the order a, b (eager), c, e, b (compiled), so a slow compilatio
 itself short; a global budget (``--budget``, default 450 s) skips what would not fit. The report is
 rewritten after every section, so a run killed by a timeout still leaves what it measured.
 
-On the lent device machine (torch there, but not PyWavelets, lmdb or gendiff itself), from the
-repository root here first: ``echo /.whl/ >> .git/info/exclude; python -m pip download --no-deps
---only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_17_x86_64
---platform manylinux_2_28_x86_64 -d .whl PyWavelets lmdb lightning-fabric`` (lightning-fabric in
-case the image's pytorch-lightning does not ship it); then run with carry ``[".whl"]``:
-``python3 -m pip install -q --no-index --no-deps --no-build-isolation .whl/*.whl . &&
-PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --out $OUT/gpu`` (timeout_s 600).
+On the lent device machine (torch is there; PyWavelets, lmdb and gendiff are not, and nothing can
+be fetched there), from the repository root here, after the last change to the code:
+
+    echo /.whl/ >> .git/info/exclude; rm -rf .whl
+    python -m pip wheel -q --no-deps -w .whl .      # gendiff itself, pure Python: no build there
+    python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl PyWavelets lmdb lightning-fabric
+
+then one device call with carry [".whl"] and timeout_s 600 (lightning-fabric in case the image's
+pytorch-lightning does not ship it):
+
+    python3 -m pip install -q --no-index --no-deps --no-compile .whl/*.whl &&
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --out $OUT/gpu
 """
 from __future__ import annotations
 
