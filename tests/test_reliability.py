@@ -98,6 +98,7 @@ def test_generator_on_another_device_than_the_data():
         d.sample(zero_model, (2, 1, 8, 8), steps=2, generator=g, device="meta", progress=False)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_steps_on_another_device_are_moved_to_the_data():
     d = blur8()
