@@ -23,8 +23,9 @@ def tiny_unet():
 
 
 @pytest.mark.parametrize("scheduler", ["DDPMScheduler", "DPMSolverMultistepScheduler"])
-@pytest.mark.parametrize("config,rtol", [({}, 1e-6), ({"beta_start": 2e-4, "beta_end": 0.03, "num_train_timesteps": 500}, 1e-6),
-                                         ({"beta_schedule": "squaredcos_cap_v2"}, 5e-5)])
+@pytest.mark.parametrize("config,rtol", [
+    ({}, 1e-6), ({"beta_start": 2e-4, "beta_end": 0.03, "num_train_timesteps": 500}, 1e-6),
+    ({"beta_schedule": "squaredcos_cap_v2"}, 5e-5)])
 def test_alphas_cumprod_match_at_i_equal_t_plus_1(scheduler, config, rtol):
     sched = getattr(diffusers, scheduler)(**config)
     schedule = schedule_from_scheduler(sched)
@@ -69,7 +70,8 @@ def test_adapter_calls_the_unet_at_t_equal_i_minus_1():
 def test_adapter_refuses_learned_variance():
     unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=2, layers_per_block=1,
                                  block_out_channels=(8, 16), norm_num_groups=4,
-                                 down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"))
     with pytest.raises(ValueError, match="out_channels=2"):
         DiffusersUNet(unet)
 
