@@ -7,6 +7,8 @@ import pytest
 import torch
 
 diffusers = pytest.importorskip("diffusers")
+# diffusers' own numpy-2 deprecation inside set_timesteps, not ours
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 from gendiff import Diffusion, IdentityBasis  # noqa: E402
 from gendiff.interop.diffusers import (DiffusersUNet, alphas_cumprod, schedule_from_scheduler,  # noqa: E402

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 from unittest import mock
 
+import pytest
 import torch
 
 from gendiff.samplers import SAMPLERS
@@ -15,6 +16,7 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")  # diffusers'
 def test_extending_md_runs_and_its_components_work():
     blocks = python_blocks(DOC.read_text())
     assert len(blocks) >= 6, f"expected the example blocks in {DOC}, found {len(blocks)}"
