@@ -1,0 +1,370 @@
+"""Conformance checks for your own basis, schedule and sampler (docs/extending.md).
+
+Each check is a plain function: it returns a dict of the measured errors when the component
+conforms, and raises :class:`ConformanceError` (an ``AssertionError`` and a ``ValueError``)
+saying what failed and by how much when it does not. They use only the public contract — a
+basis's ``forward``/``inverse``/``rates``, a schedule's ``log_a``/``s2``/``N``, and
+``Diffusion.sample`` — and take seconds at 8×8::
+
+    from gendiff import testing
+    testing.check_basis(MyBasis((8, 8)))
+    testing.check_schedule(MySchedule(), MyBasis((8, 8)).rates)
+    testing.check_sampler(my_sampler_fn, Diffusion(DCTBasis((8, 8)), VPBlurSchedule()))
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from gendiff.oracle import oracle_model
+from gendiff.parameterization import EpsPrediction
+
+# A basis whose plane has at most this many pixels is checked as a dense matrix (exact);
+# larger ones on random probes.
+DENSE_MAX = 1024  # 32×32: the three d×d products take about a second
+TOL64, TOL32 = 1e-9, 1e-4
+
+
+class ConformanceError(AssertionError, ValueError):
+    """A component that breaks gendiff's contract; the message says which part and by how much."""
+
+
+def _fail(what: str, detail: str) -> None:
+    raise ConformanceError(f"{what}: {detail}")
+
+
+def _require(ok: bool, what: str, detail: str) -> None:
+    if not ok:
+        _fail(what, detail)
+
+
+# ---------------------------------------------------------------------------------- basis
+
+def _plane(basis) -> tuple[int, int]:
+    shape = getattr(basis, "shape", None)
+    _require(shape is not None and len(shape) == 2, f"{type(basis).__name__}",
+             f"a basis needs .shape = (H, W), got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def check_rates(basis) -> dict[str, float]:
+    """ρ is a float64 tensor of shape (1, H, W), finite and ≥ 0 (docs/math.md, Notation)."""
+    name, (H, W) = type(basis).__name__, _plane(basis)
+    rho = basis.rates
+    _require(isinstance(rho, Tensor), f"{name}.rates", f"must be a torch.Tensor, got {type(rho).__name__}")
+    _require(tuple(rho.shape) == (1, H, W), f"{name}.rates",
+             f"must have shape (1, {H}, {W}) (one rate per coordinate, broadcast over channels), "
+             f"got {tuple(rho.shape)}")
+    _require(rho.dtype == torch.float64, f"{name}.rates", f"must be float64, got {rho.dtype}")
+    bad = int((~torch.isfinite(rho)).sum())
+    _require(bad == 0, f"{name}.rates", f"{bad} of {rho.numel()} rates are not finite")
+    _require(float(rho.min()) >= 0, f"{name}.rates", f"must be ≥ 0, min is {float(rho.min()):.4g}")
+    return {"rates_min": float(rho.min()), "rates_max": float(rho.max())}
+
+
+def _transforms(basis, x: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    """forward(x), inverse(x), each checked to keep x's shape, dtype and device."""
+    out = []
+    for fn in ("forward", "inverse"):
+        y = getattr(basis, fn)(x)
+        got = (tuple(y.shape), y.dtype, y.device)
+        _require(got == (tuple(x.shape), x.dtype, x.device), f"{type(basis).__name__}.{fn} ({what})",
+                 f"must keep (shape, dtype, device) = {(tuple(x.shape), x.dtype, x.device)}, got {got}")
+        out.append(y)
+    return out[0], out[1]
+
+
+def _matrices(basis, H: int, W: int, device) -> tuple[Tensor, Tensor]:
+    """(Uᵀ, U) as dense d×d float64 matrices, from the transforms of the unit images."""
+    eye = torch.eye(H * W, dtype=torch.float64, device=device).reshape(H * W, 1, H, W)
+    ut, u = _transforms(basis, eye, "float64")
+    return ut.reshape(H * W, H * W).T, u.reshape(H * W, H * W).T
+
+
+def _orthonormality(basis, H: int, W: int, device, probes: int, seed: int) -> dict[str, float]:
+    """Max deviations of UᵀU and UUᵀ from I (U: the matrix of ``inverse``) and of forward from Uᵀ."""
+    if H * W <= DENSE_MAX:
+        ut, u = _matrices(basis, H, W, device)
+        eye = torch.eye(H * W, dtype=torch.float64, device=device)
+        return {"UᵀU = I": float((u.T @ u - eye).abs().max()),
+                "UUᵀ = I": float((u @ u.T - eye).abs().max()),
+                "forward = Uᵀ (the transpose of inverse)": float((ut - u.T).abs().max())}
+    g = torch.Generator(device=device).manual_seed(seed)
+    x, y = (torch.randn(probes, 1, H, W, generator=g, dtype=torch.float64, device=device) for _ in "xy")
+    fx, ix = _transforms(basis, x, "float64")
+    dot = lambda p, q: (p * q).sum((-1, -2, -3))  # noqa: E731
+    norm = dot(x, x).sqrt()
+    return {"UᵀU = I": float(((dot(ix, ix) - dot(x, x)) / norm ** 2).abs().max()),  # ‖Ux‖ = ‖x‖
+            "UUᵀ = I": float((basis.inverse(fx) - x).abs().max()),
+            "forward = Uᵀ (the transpose of inverse)":  # <Uᵀx, y> = <x, Uy>
+            float(((dot(fx, y) - dot(x, basis.inverse(y))) / (norm * dot(y, y).sqrt())).abs().max())}
+
+
+def check_basis(basis, *, device=None, probes: int = 8, seed: int = 0,
+                atol64: float = TOL64, atol32: float = TOL32) -> dict[str, float]:
+    """Check the basis contract: orthonormal, exact round trips, per-channel, valid rates.
+
+    - rates: float64, shape (1, H, W), finite, ≥ 0 (:func:`check_rates`);
+    - UᵀU = I and UUᵀ = I in float64, and ``inverse`` is the transpose of ``forward`` — exactly
+      on the dense matrix for H·W ≤ 1024, else on random probes (relative errors);
+    - round trip inverse(forward(x)) = x in float32 and float64, relative to max |x|;
+    - forward/inverse keep shape, dtype and device, on a (2, 3, H, W) batch;
+    - every channel gets the same operator (channel c of forward(x) = forward(x[:, c])).
+
+    Args:
+        basis: the basis (an :class:`gendiff.bases.OrthoBasis`).
+        device: where to run the transforms (default CPU).
+        probes, seed: random probes for large bases.
+        atol64, atol32: tolerances in float64 and float32.
+    Returns:
+        the measured maximum errors, by check.
+    """
+    name, (H, W) = type(basis).__name__, _plane(basis)
+    device = torch.device(device or "cpu")
+    report = check_rates(basis)
+    for what, err in _orthonormality(basis, H, W, device, probes, seed).items():
+        _require(err <= atol64, f"{name} is not orthonormal", f"{what} fails by {err:.3g} (tolerance {atol64:g})")
+        report[what] = err
+    g = torch.Generator(device=device).manual_seed(seed)
+    x64 = torch.randn(2, 3, H, W, generator=g, dtype=torch.float64, device=device)
+    for dtype, tol in ((torch.float64, atol64), (torch.float32, atol32)):
+        x = x64.to(dtype)
+        fx, _ = _transforms(basis, x, str(dtype))
+        err = float((basis.inverse(fx) - x).abs().max() / x.abs().max())
+        _require(err <= tol, f"{name} round trip in {dtype}",
+                 f"inverse(forward(x)) differs from x by {err:.3g} relative (tolerance {tol:g})")
+        report[f"round trip {dtype}"] = err
+    per_channel = torch.cat([basis.forward(x64[:, c:c + 1]) for c in range(3)], 1)
+    err = float((per_channel - basis.forward(x64)).abs().max())
+    _require(err <= atol64, f"{name}.forward", f"must apply the same operator to every channel; the "
+             f"channels of a batch and the channels alone differ by {err:.3g}")
+    return report
+
+
+# ------------------------------------------------------------------------------- schedule
+
+def _step_values(schedule, i: Tensor, rates: Tensor) -> tuple[Tensor, Tensor]:
+    la, s2 = schedule.log_a(i, rates), schedule.s2(i, rates)
+    want = (len(i), *rates.shape)
+    for nm, v in (("log_a", la), ("s2", s2)):
+        _require(isinstance(v, Tensor) and tuple(v.shape) == want and v.dtype == torch.float64,
+                 f"{type(schedule).__name__}.{nm}", f"must return float64 of shape {want} for "
+                 f"{len(i)} steps, got {getattr(v, 'dtype', type(v).__name__)} {tuple(getattr(v, 'shape', ()))}")
+    return la, s2
+
+
+def _first(bad: Tensor, i: Tensor, rates: Tensor) -> str:
+    """'step i=…, ρ=…' of the first True entry of a (B, 1, 1, R) mask."""
+    k, j = (int(v) for v in bad.reshape(len(i), -1).nonzero()[0])
+    return f"step i={int(i[k])}, ρ={float(rates.flatten()[j]):.4g}"
+
+
+def _check_steps(name: str, i: Tensor, rates: Tensor, now, before, monotone: bool, rtol: float) -> float:
+    """Steps i ≥ 1 against their predecessors: finite, s² > 0, σ² ≥ 0, (monotone a); min σ²/s²."""
+    (la, s2), (la_p, s2_p) = now, before
+    for nm, v in (("log a_i", la), ("s_i²", s2)):
+        if not bool(torch.isfinite(v).all()):
+            _fail(name, f"{nm} is not finite at {_first(~torch.isfinite(v), i, rates)}")
+    if not bool((s2 > 0).all()):
+        _fail(name, f"s_i² must be > 0 for i ≥ 1, got {float(s2[~(s2 > 0)][0]):.4g} at "
+              f"{_first(~(s2 > 0), i, rates)}")
+    var = s2 - torch.exp(2 * (la - la_p)) * s2_p
+    bad = var / s2 < -rtol
+    if bool(bad.any()):
+        _fail(f"{name} is not a valid diffusion", f"σ_i² = s_i² − r_i² s_(i−1)² = {float(var[bad][0]):.4g} "
+              f"< 0 at {_first(bad, i, rates)} (the signal grows faster than the noise allows)")
+    bad = la > la_p + 1e-12
+    if monotone and bool(bad.any()):
+        _fail(name, f"log a_i must be non-increasing (monotone=True), it grows by "
+              f"{float((la - la_p)[bad][0]):.4g} at {_first(bad, i, rates)}")
+    return float((var / s2).min())
+
+
+def check_schedule(schedule, rates, *, monotone: bool = False, chunk: int = 128,
+                   rtol: float = 1e-9) -> dict[str, float]:
+    """Check the schedule contract from ``log_a``, ``s2`` and ``N`` alone, at every step.
+
+    - shapes: (B, *rates.shape), float64;
+    - a_0 = 1 and s_0 = 0 (x_0 is data);
+    - log a_i and s_i² finite, s_i² > 0 for i ≥ 1;
+    - σ_i² = s_i² − r_i² s_{i−1}² ≥ 0 (r_i = a_i/a_{i−1}): a valid forward chain (docs/math.md, Eq. 6);
+    - with ``monotone=True``: log a_i non-increasing in i (the signal only decays).
+
+    Args:
+        schedule: an object with ``N``, ``log_a(i, rates)`` and ``s2(i, rates)``.
+        rates: ρ of shape (1, H, W), or a basis (its ``rates`` are used).
+        monotone: also require a_i ≤ a_{i−1}.
+        chunk: steps evaluated at once (memory O(chunk × distinct rates)).
+        rtol: negative σ² allowed relative to s_i², for rounding.
+    Returns:
+        the measured extremes (min σ²/s², |log a_0|, s_0², …).
+    """
+    name = type(schedule).__name__
+    rates = getattr(rates, "rates", rates)
+    _require(isinstance(rates, Tensor) and rates.dim() == 3 and rates.shape[0] == 1, f"{name}",
+             f"rates must be a tensor of shape (1, H, W), got {tuple(getattr(rates, 'shape', ()))}")
+    N = schedule.N
+    _require(isinstance(N, int) and N >= 1, f"{name}.N", f"must be an int ≥ 1, got {N!r}")
+    rates = torch.unique(rates.to(torch.float64)).reshape(1, 1, -1)  # per coordinate: distinct ρ suffice
+    la0, s20 = _step_values(schedule, torch.tensor([0]), rates)
+    report = {"|log a_0|": float(la0.abs().max()), "|s_0²|": float(s20.abs().max())}
+    _require(report["|log a_0|"] <= 1e-12, f"{name}", f"a_0 must be 1 (log a_0 = 0), |log a_0| is up to "
+             f"{report['|log a_0|']:.3g}")
+    _require(report["|s_0²|"] <= 1e-12, f"{name}", f"s_0 must be 0, s_0² is up to {report['|s_0²|']:.3g}")
+    worst, prev = math.inf, (la0, s20)
+    for start in range(1, N + 1, chunk):
+        i = torch.arange(start, min(start + chunk, N + 1))
+        la, s2 = _step_values(schedule, i, rates)
+        la_p, s2_p = torch.cat([prev[0], la[:-1]]), torch.cat([prev[1], s2[:-1]])
+        worst = min(worst, _check_steps(name, i, rates, (la, s2), (la_p, s2_p), monotone, rtol))
+        prev = (la[-1:], s2[-1:])
+    report["min σ_i²/s_i²"] = worst
+    return report
+
+
+# -------------------------------------------------------------------------------- sampler
+
+REFERENCE_SAMPLERS = ("ddim", "ancestral", "dpm++2m")
+
+
+@contextmanager
+def registered_sampler(sampler, grid: str = "uniform", steps: int | None = 50):
+    """Yield a name under which ``Diffusion.sample`` finds ``sampler``; unregister afterwards.
+
+    ``sampler``: a registered name, a :class:`gendiff.samplers.Sampler`, or a plain sampler
+    function ``fn(denoise, x, timesteps, coef, *, generator, callback, disable, **opts)``
+    (registered with ``grid`` and ``steps``). The one place that knows how the registry works.
+    """
+    from gendiff.samplers import SAMPLERS, Sampler
+    if isinstance(sampler, str):
+        _require(sampler in SAMPLERS, "check_sampler", f"unknown sampler {sampler!r}; registered: {sorted(SAMPLERS)}")
+        yield sampler
+        return
+    spec = sampler if isinstance(sampler, Sampler) else Sampler(sampler, grid, steps)
+    _require(callable(spec.fn), "check_sampler", f"a sampler must be a name or a function, got {sampler!r}")
+    name = f"_checked:{getattr(spec.fn, '__name__', 'sampler')}:{id(spec)}"
+    SAMPLERS[name] = spec
+    try:
+        yield name
+    finally:
+        SAMPLERS.pop(name, None)
+
+
+def default_diffusion(size: int = 8):
+    """The process :func:`check_sampler` uses when given none: quartic blur (f(N) = 0.140625), DCT."""
+    from gendiff import DCTBasis, Diffusion
+    from gendiff.schedules import VPBlurSchedule
+    # cosine noise: the built-in samplers' own error at 100 steps is then small (KL ≤ 6e-3),
+    # so the comparison in check_sampler is tight.
+    return Diffusion(DCTBasis((size, size)), VPBlurSchedule("quartic", f_N=0.140625, noise="cosine"))
+
+
+def _default_lam(diffusion) -> Tensor:
+    """Natural-image-like data variances: power falls with the rate (frequency)."""
+    return 0.05 + 1.0 / (1.0 + 20 * diffusion.basis.rates.to(torch.float64))
+
+
+def _fit(diffusion, name: str, lam: Tensor, n: int, steps: int | None, seed: int, opts) -> tuple[float, float]:
+    """(KL per dimension, mean sample/data variance ratio) of ``n`` samples, see :func:`sampler_kl`."""
+    H, W = diffusion.basis.shape
+    x = diffusion.sample(oracle_model(diffusion, lam), (n, 1, H, W), sampler=name, steps=steps,
+                         generator=torch.Generator().manual_seed(seed), progress=False,
+                         dtype=torch.float64, **opts)
+    _require(tuple(x.shape) == (n, 1, H, W) and bool(torch.isfinite(x).all()), f"sampler {name!r}",
+             f"must return finite samples of shape {(n, 1, H, W)}, got {tuple(x.shape)} with "
+             f"{int((~torch.isfinite(x)).sum())} non-finite values")
+    c, lam = diffusion.basis.forward(x)[:, 0], lam.reshape(H, W)
+    q = c.var(0) / lam
+    return float((0.5 * (q + c.mean(0) ** 2 / lam - 1 - torch.log(q))).mean()), float(q.mean())
+
+
+def sampler_kl(diffusion, name: str, lam: Tensor, n: int = 1024, steps: int | None = 100,
+               seed: int = 0, **opts) -> float:
+    """Monte-Carlo KL(samples ‖ data) per dimension for Gaussian data N(0, U diag(λ) Uᵀ).
+
+    ``n`` samples drawn with the exact ε-predictor (:func:`gendiff.oracle.oracle_model`), so
+    only the sampler errs; each coordinate's sample mean m and variance v give
+    KL(N(m, v) ‖ N(0, λ)), averaged over coordinates. An exact sampler scores ≈ 1/n, the
+    Monte-Carlo floor. ``name`` is a registered sampler; ``opts`` go to it.
+    """
+    return _fit(diffusion, name, lam, n, steps, seed, opts)[0]
+
+
+def _check_reproducible(diffusion, name: str, steps: int | None, seed: int, opts) -> None:
+    """The same generator gives the same samples: all randomness must come from ``generator``."""
+    lam = _default_lam(diffusion)
+    runs = [diffusion.sample(oracle_model(diffusion, lam), (4, 1, *diffusion.basis.shape), sampler=name,
+                             steps=steps, generator=torch.Generator().manual_seed(seed), progress=False,
+                             dtype=torch.float64, **opts) for _ in range(2)]
+    err = float((runs[0] - runs[1]).abs().max())
+    _require(err == 0, f"sampler {name!r}", f"two runs with the same generator differ by {err:.3g}: "
+             "draw every random number with generator=")
+
+
+def check_sampler(sampler, diffusion=None, *, steps: int | None = 100, n: int = 1024,
+                  lam: Tensor | None = None, references: Sequence[str] | dict = REFERENCE_SAMPLERS,
+                  factor: float = 1.5, seed: int = 0, grid: str = "uniform", **opts) -> dict:
+    """Check that a sampler reproduces Gaussian data about as well as the built-in samplers.
+
+    With data N(0, U diag(λ) Uᵀ) and the exact ε-predictor, the KL of ``n`` samples to the data
+    (:func:`sampler_kl`) measures the sampler alone. It must not exceed ``factor`` × the worst
+    of the ``references`` at the same ``steps``, measured the same way, plus 2/n for the
+    Monte-Carlo noise. A sampler that forgets its noise or scales its step wrongly fails by a
+    wide margin (tests/test_testing_kit.py). Also checks that a seeded generator reproduces.
+
+    Args:
+        sampler: a registered name, a :class:`gendiff.samplers.Sampler`, or a function
+            ``fn(denoise, x, timesteps, coef, *, generator, callback, disable, **opts)``.
+        diffusion: the process (ε-prediction); default :func:`default_diffusion`, DCT at 8×8.
+        steps: network evaluations, for the sampler and the references.
+        n: samples; the KL's Monte-Carlo floor is ≈ 1/n.
+        lam: data variances λ, shape (1, H, W); default falls with the rate, 1.05 … 0.05.
+        references: the built-ins to compare with, or their KLs already measured by
+            :func:`sampler_kl` with the same process, λ, n and steps (``{name: kl}``).
+        factor: the slack allowed over the worst reference.
+        seed: for the samples.
+        grid: the step grid of a sampler given as a function.
+        opts: passed to the sampler.
+    Returns:
+        ``{"kl": …, "variance_ratio": …, "limit": …, "references": {name: kl}}``.
+    """
+    diffusion = diffusion or default_diffusion()
+    _require(isinstance(diffusion.parameterization, EpsPrediction), "check_sampler",
+             "needs an ε-prediction process (the oracle predicts ε), got "
+             f"{type(diffusion.parameterization).__name__}")
+    lam = _default_lam(diffusion) if lam is None else lam.to(torch.float64)
+    with registered_sampler(sampler, grid, steps) as name:
+        _check_reproducible(diffusion, name, steps, seed, opts)
+        kl, ratio = _fit(diffusion, name, lam, n, steps, seed, opts)
+    refs = dict(references) if isinstance(references, dict) else {
+        r: sampler_kl(diffusion, r, lam, n, steps, seed) for r in references}
+    worst = max(refs, key=refs.get)
+    limit = factor * refs[worst] + 2 / n
+    _require(kl <= limit, f"sampler {name!r}", f"KL(samples ‖ data) = {kl:.3g} nats/dim with {steps} steps "
+             f"and the exact denoiser exceeds {limit:.3g} = {factor:g} × the worst built-in ({worst}: "
+             f"{refs[worst]:.3g}) + 2/n; sample/data variance is {ratio:.3g} on average (1 is right); "
+             "built-ins: " + ", ".join(f"{r} {v:.3g}" for r, v in refs.items()))
+    return {"kl": kl, "variance_ratio": ratio, "limit": limit, "references": refs}
+
+
+def check_all(basis=None, schedule=None, sampler=None, **sampler_kwargs) -> dict:
+    """Run every check that applies: basis, schedule (on the basis's rates, else an 8×8 DCT's),
+    and the sampler on ``Diffusion(basis, schedule)`` (defaults where not given; an 8×8 basis
+    keeps it to seconds). Returns the reports by component."""
+    from gendiff import DCTBasis, Diffusion
+    report = {}
+    if basis is not None:
+        report["basis"] = check_basis(basis)
+    if schedule is not None:
+        report["schedule"] = check_schedule(schedule, (basis or DCTBasis((8, 8))).rates)
+    if sampler is not None:
+        diffusion = None
+        if basis is not None or schedule is not None:
+            base = default_diffusion()
+            diffusion = Diffusion(basis or base.basis, schedule or base.schedule)
+        report["sampler"] = check_sampler(sampler, diffusion, **sampler_kwargs)
+    return report

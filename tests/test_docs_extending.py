@@ -1,0 +1,41 @@
+"""docs/extending.md runs: its python blocks, executed in order in one namespace, build a PCA
+basis, a schedule, a sampler and a network, check them with gendiff.testing, train and sample."""
+import re
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from gendiff.samplers import SAMPLERS
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")  # diffusers'
+def test_extending_md_runs_and_its_components_work():
+    blocks = python_blocks(DOC.read_text())
+    assert len(blocks) >= 6, f"expected the example blocks in {DOC}, found {len(blocks)}"
+    ns = {"__name__": "extending_md"}
+    with mock.patch.dict(SAMPLERS):  # the page registers "my-ancestral"; undo it afterwards
+        for k, code in enumerate(blocks):
+            exec(compile(code, f"{DOC.name}[block {k}]", "exec"), ns)
+        assert "my-ancestral" in SAMPLERS
+    assert "my-ancestral" not in SAMPLERS
+    # what the page claims, checked on its own objects
+    basis, diffusion, samples = ns["basis"], ns["diffusion"], ns["samples"]
+    u = basis.U
+    assert torch.allclose(u.T @ u, torch.eye(64, dtype=torch.float64), atol=1e-10)
+    assert float(basis.rates.min()) == 0 and bool((basis.rates.flatten()[1:] >= basis.rates.flatten()[:-1]).all())
+    assert diffusion.basis is basis and diffusion.schedule is ns["schedule"]
+    assert samples.shape == (16, 1, 8, 8) and torch.isfinite(samples).all()
+    assert ns["fast"].shape == (16, 1, 8, 8) and torch.isfinite(ns["fast"]).all()
+    assert torch.isfinite(ns["loss"])
+
+
+def test_the_blocks_are_found():
+    assert python_blocks("text\n```python\na = 1\n```\nmore\n```bash\nls\n```\n") == ["a = 1\n"]

@@ -1,0 +1,256 @@
+"""gendiff.testing: every built-in component passes, and broken ones fail saying what and by how much."""
+import pytest
+import torch
+
+from gendiff import DCTBasis, Diffusion, FourierBasis, GaussianBlurBasis, IdentityBasis, WaveletBasis, testing
+from gendiff.bases import OrthoBasis
+from gendiff.schedules import BlurringDiffusionSchedule, HeatDissipationSchedule, Schedule, VPBlurSchedule
+from gendiff.testing import ConformanceError
+
+BUILTIN_BASES = {
+    "identity": lambda: IdentityBasis((8, 8)), "dct": lambda: DCTBasis((8, 6)),
+    "fourier": lambda: FourierBasis((8, 8)), "blur-zero": lambda: GaussianBlurBasis((8, 8)),
+    "blur-circular": lambda: GaussianBlurBasis((7, 8), boundary="circular"),
+    "blur-reflect": lambda: GaussianBlurBasis((8, 8), boundary="reflect"),
+    "haar": lambda: WaveletBasis((8, 8)), "db2": lambda: WaveletBasis((16, 16), "db2"),
+    "dct-probes": lambda: DCTBasis((40, 40)),  # above DENSE_MAX: checked on random probes
+}
+BUILTIN_SCHEDULES = {
+    "ddpm": VPBlurSchedule, "quartic": lambda: VPBlurSchedule("quartic", 0.140625),
+    "log": lambda: VPBlurSchedule("log", 0.6), "triangular": lambda: VPBlurSchedule("triangular", 0.6),
+    "fine-to-coarse": lambda: VPBlurSchedule("quartic", 0.140625, fine_to_coarse=True),
+    "cosine": lambda: VPBlurSchedule("quartic", 0.14, noise="cosine"),
+    "logsnr-cosine": lambda: VPBlurSchedule(noise="logsnr-cosine"),
+    "heat": HeatDissipationSchedule, "blurring": BlurringDiffusionSchedule,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_BASES))
+def test_builtin_bases_pass(name):
+    report = testing.check_basis(BUILTIN_BASES[name]())
+    assert report["UᵀU = I"] < 1e-12 and report["round trip torch.float32"] < 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_SCHEDULES))
+@pytest.mark.parametrize("basis", [lambda: DCTBasis((8, 8)), lambda: GaussianBlurBasis((16, 16))])
+def test_builtin_schedules_pass(name, basis):
+    report = testing.check_schedule(BUILTIN_SCHEDULES[name](), basis().rates, monotone=True)
+    assert report["min σ_i²/s_i²"] >= 0 and report["|log a_0|"] == 0
+
+
+# ------------------------------------------------------------------------- broken bases
+
+class Scaled(IdentityBasis):
+    """Invertible (exact round trip) but not orthonormal: U = 2I."""
+
+    def forward(self, x):
+        return x / 2
+
+    def inverse(self, c):
+        return 2 * c
+
+
+class Sheared(IdentityBasis):
+    """Invertible but not orthonormal: a shear along W."""
+
+    def forward(self, x):
+        return x - 0.3 * torch.roll(x, 1, -1) * (torch.arange(x.shape[-1]) > 0)
+
+    def inverse(self, c):
+        out = c.clone()
+        for k in range(1, c.shape[-1]):
+            out[..., k] = c[..., k] + 0.3 * out[..., k - 1]
+        return out
+
+
+class FlatRates(DCTBasis):
+    @property
+    def rates(self):
+        return super().rates[0]  # (H, W): the broadcast over channels is lost
+
+
+class NegativeRates(DCTBasis):
+    @property
+    def rates(self):
+        return super().rates - 1.0
+
+
+class Float32Rates(DCTBasis):
+    @property
+    def rates(self):
+        return super().rates.float()
+
+
+class Downcasts(DCTBasis):
+    def forward(self, x):
+        return super().forward(x).float()
+
+
+class MixesChannels(DCTBasis):
+    def forward(self, x):
+        return super().forward(x).flip(1)
+
+    def inverse(self, c):
+        return super().inverse(c.flip(1))
+
+
+class Lossy32(DCTBasis):
+    def forward(self, x):
+        y = super().forward(x)
+        return y.half().to(y.dtype) if y.dtype == torch.float32 else y
+
+
+@pytest.mark.parametrize("basis,match", [
+    (Scaled((8, 8)), r"not orthonormal: UᵀU = I fails by 3"),
+    (Sheared((8, 8)), r"not orthonormal: UᵀU = I fails by 0\.\d+"),
+    (Sheared((40, 40)), r"not orthonormal: UᵀU = I fails by 0\.\d+"),
+    (Scaled((40, 40)), r"not orthonormal: UᵀU = I fails by 3"),
+    (FlatRates((8, 8)), r"rates: must have shape \(1, 8, 8\).*got \(8, 8\)"),
+    (NegativeRates((8, 8)), r"rates: must be ≥ 0, min is -1"),
+    (Float32Rates((8, 8)), r"rates: must be float64, got torch.float32"),
+    (Downcasts((8, 8)), r"forward \(float64\): must keep .*torch.float64.*got .*torch.float32"),
+    (MixesChannels((8, 8)), r"same operator to every channel.*differ by \d"),
+    (Lossy32((8, 8)), r"round trip in torch.float32: .*differs from x by [\d.e-]+ relative"),
+])
+def test_broken_bases_fail(basis, match):
+    with pytest.raises(ConformanceError, match=match):
+        testing.check_basis(basis)
+
+
+def test_conformance_error_is_assertion_and_value_error():
+    for kind in (AssertionError, ValueError):
+        with pytest.raises(kind):
+            testing.check_basis(Scaled((4, 4)))
+
+
+# ---------------------------------------------------------------------- broken schedules
+
+class Custom(Schedule):
+    """VP: s² = 1 − a², with log a_i = −c i/N + bump where i == k (bump > 0 makes a grow)."""
+
+    def __init__(self, bump=0.0, k=500, a0=1.0, s0=0.0, s2_jump=0.0, nan_at=None, N=1000):
+        super().__init__(N)
+        self.bump, self.k, self.a0, self.s0, self.s2_jump, self.nan_at = bump, k, a0, s0, s2_jump, nan_at
+
+    def log_a(self, i, rates):
+        i = torch.as_tensor(i, dtype=torch.float64).reshape(-1, *[1] * rates.dim())
+        la = -(5 + rates) * i / self.N + self.bump * (i == self.k) + torch.log(torch.tensor(self.a0)) * (i == 0)
+        return la.where(i != self.nan_at, torch.nan) if self.nan_at is not None else la
+
+    def s2(self, i, rates):
+        i_b = torch.as_tensor(i).reshape(-1, *[1] * rates.dim())
+        s2 = -torch.expm1(2 * self.log_a(i, rates)) + self.s2_jump * (i_b >= self.k)
+        return s2.where(i_b != 0, torch.as_tensor(self.s0 ** 2, dtype=torch.float64))
+
+
+def rates8():
+    return DCTBasis((8, 8)).rates
+
+
+def test_custom_schedule_reference_passes():
+    assert testing.check_schedule(Custom(), rates8(), monotone=True)["min σ_i²/s_i²"] > 0
+
+
+@pytest.mark.parametrize("schedule,match", [
+    (Custom(bump=0.01), r"not a valid diffusion: σ_i² = s_i² − r_i² s_\(i−1\)² = -0\.0\d+ < 0 at step i=500"),
+    (Custom(a0=0.9), r"a_0 must be 1 \(log a_0 = 0\), \|log a_0\| is up to 0\.105"),
+    (Custom(s0=0.1), r"s_0 must be 0, s_0² is up to 0\.01"),
+    (Custom(nan_at=7), r"log a_i is not finite at step i=7"),
+])
+def test_broken_schedules_fail(schedule, match):
+    with pytest.raises(ConformanceError, match=match):
+        testing.check_schedule(schedule, rates8())
+
+
+def test_monotone_is_checked_only_when_claimed():
+    grows = Custom(bump=0.01, s2_jump=0.5)  # a grows at step 500, but s² jumps enough: valid
+    testing.check_schedule(grows, rates8())
+    with pytest.raises(ConformanceError, match=r"log a_i must be non-increasing .* grows by 0\.005 at step i=500"):
+        testing.check_schedule(grows, rates8(), monotone=True)
+
+
+def test_schedule_with_wrong_output_shape_fails():
+    class Flat(Custom):
+        def log_a(self, i, rates):
+            return super().log_a(i, rates)[:, 0]
+    with pytest.raises(ConformanceError, match=r"log_a: must return float64 of shape \(1, 1, 1, \d+\)"):
+        testing.check_schedule(Flat(), rates8())
+
+
+# ----------------------------------------------------------------------- samplers
+
+def ancestral(denoise, x, timesteps, coef, *, generator=None, callback=None, disable=False,
+              noise=1.0, scale=1.0, seeded=True):
+    """The ancestral sampler written from scratch; noise/scale/seeded break it on purpose."""
+    for t, u in zip(timesteps[:-1], timesteps[1:]):
+        x0 = denoise(x, t)
+        r, var = coef.transition(t, u)
+        s_t2, s_u2 = coef.s2(t), coef.s2(u)
+        mean = coef.log_a(u).exp() * var / s_t2 * x0 + r * s_u2 / s_t2 * x
+        z = torch.randn(x.shape, generator=generator if seeded else None, dtype=x.dtype)
+        x = (mean + noise * (var * s_u2 / s_t2).sqrt() * z).to(x.dtype)
+    return scale * x
+
+
+def variant(**kw):
+    return lambda *a, **k: ancestral(*a, **k, **kw)
+
+
+@pytest.fixture(scope="module")
+def refs():
+    """The built-ins' KLs on the default process, measured once for the module."""
+    d = testing.default_diffusion()
+    lam = 0.05 + 1.0 / (1.0 + 20 * d.basis.rates)
+    return {r: testing.sampler_kl(d, r, lam) for r in testing.REFERENCE_SAMPLERS}
+
+
+def test_builtin_samplers_are_near_the_monte_carlo_floor(refs):
+    # dpm++2m at 100 steps is exact to far below the floor 1/n; the first-order ones within 10×
+    assert refs["dpm++2m"] < 2 / 1024 and max(refs.values()) < 10 / 1024, refs
+
+
+@pytest.mark.parametrize("sampler,opts", [("ddim", {"eta": 0.5}), ("ancestral", {}), ("dpm++2m", {})])
+def test_builtin_samplers_pass(sampler, opts, refs):
+    testing.check_sampler(sampler, references=refs, **opts)
+
+
+def test_a_correct_custom_sampler_passes(refs):
+    report = testing.check_sampler(ancestral, references=refs)
+    assert abs(report["kl"] - refs["ancestral"]) < 2e-3, report  # the same algorithm
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"noise": 0.0}, r"KL\(samples ‖ data\) = \d+\.?\d* nats/dim .* variance is [\d.]+e-\d+ on average"),
+    ({"noise": 0.8}, r"KL\(samples ‖ data\) = 0\.\d+ nats/dim .* exceeds 0\.0\d+"),
+    ({"scale": 0.9}, r"KL\(samples ‖ data\) = 0\.0\d+ nats/dim .* variance is 0\.7\d+ on average"),
+    ({"scale": 1.25}, r"KL\(samples ‖ data\) = 0\.0\d+ nats/dim .* variance is 1\.\d+ on average"),
+    ({"seeded": False}, r"two runs with the same generator differ"),
+])
+def test_broken_samplers_fail(kw, match, refs):
+    with pytest.raises(ConformanceError, match=match):
+        testing.check_sampler(variant(**kw), references=refs)
+
+
+def test_check_sampler_measures_its_own_references():
+    d = Diffusion(DCTBasis((4, 4)), VPBlurSchedule(noise="cosine"))
+    report = testing.check_sampler("ddim", d, n=256, steps=50, references=("ddim", "dpm++2m"))
+    assert set(report["references"]) == {"ddim", "dpm++2m"} and report["kl"] <= report["limit"]
+    with pytest.raises(ConformanceError, match="KL"):
+        testing.check_sampler(variant(scale=0.7), d, n=256, steps=50, references=("ddim", "dpm++2m"))
+
+
+def test_registration_is_temporary():
+    from gendiff.samplers import SAMPLERS
+    before = set(SAMPLERS)
+    with testing.registered_sampler(ancestral) as name:
+        assert name in SAMPLERS
+    assert set(SAMPLERS) == before
+    with pytest.raises(ConformanceError, match="unknown sampler 'nope'"):
+        testing.check_sampler("nope")
+
+
+def test_check_all_runs_each_check():
+    report = testing.check_all(DCTBasis((8, 8)), VPBlurSchedule("quartic", 0.14))
+    assert set(report) == {"basis", "schedule"}
+    with pytest.raises(ConformanceError, match="rates"):
+        testing.check_all(FlatRates((8, 8)))
