@@ -2,11 +2,12 @@
 
 A schedule is two primitive functions of the step i and the basis rates ρ — log a_i(ρ) and
 s_i(ρ)² — from which the engine derives everything else (the transition r_i, σ_i², the
-log-SNR, the prior). It stores O(N) scalars, never an (N+1)×d table (DESIGN §2).
+log-SNR, the prior). It stores O(N) scalars, never an (N+1)×d table (docs/math.md).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import numbers
 from typing import Any, ClassVar
 
 import torch
@@ -36,6 +37,8 @@ class Schedule(ABC):
     """
 
     name: ClassVar[str | None] = None
+    # The prior ``Diffusion.sample`` starts from when none is passed (a name in gendiff.priors).
+    prior: ClassVar[str] = "gaussian"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -43,8 +46,8 @@ class Schedule(ABC):
             SCHEDULES[cls.name] = cls
 
     def __init__(self, N: int):
-        if int(N) < 1:
-            raise ValueError(f"N must be ≥ 1, got {N}")
+        if isinstance(N, bool) or not isinstance(N, numbers.Integral) or N < 1:
+            raise ValueError(f"N must be an integer ≥ 1, got {N!r}")
         self.N = int(N)
 
     @abstractmethod
@@ -63,7 +66,7 @@ class Schedule(ABC):
         """(r_i, σ_i²) of q(x̄_i | x̄_{i−1}) = N(r_i x̄_{i−1}, σ_i²), for i ≥ 1.
 
         r_i = a_i / a_{i−1} is taken as a difference of logs so that it stays finite where a_i
-        itself underflows; σ_i² = s_i² − r_i² s_{i−1}² (DESIGN §2).
+        itself underflows; σ_i² = s_i² − r_i² s_{i−1}² (docs/math.md).
         """
         i = torch.as_tensor(i)
         log_r = self.log_a(i, rates) - self.log_a(i - 1, rates)

@@ -1,4 +1,4 @@
-"""Samplers: plain functions over a coefficient-space ε-predictor and a step grid.
+"""Samplers: plain functions over a coefficient-space prediction and a step grid (see ``common``).
 
 Register a new one with ``SAMPLERS["name"] = Sampler(fn, default_grid, default_steps)``.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .common import StepCoefficients
 from .ddim import sample_ddim
 from .dpm_solver import sample_dpmpp_2m
 from .ihdm import sample_ihdm
@@ -44,6 +43,6 @@ def sampler_steps(name: str, steps: int | None) -> int | None:
     return None if SAMPLERS[name].steps is None else steps
 
 
-__all__ = ["sampler_steps", "SAMPLERS", "Sampler", "StepCoefficients", "GRIDS", "check_grid", "make_grid",
+__all__ = ["sampler_steps", "SAMPLERS", "Sampler", "GRIDS", "check_grid", "make_grid",
            "power_grid", "uniform_grid", "sample_reverse", "sample_ancestral", "sample_ddim",
            "sample_dpmpp_2m", "sample_ihdm"]
