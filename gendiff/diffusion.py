@@ -40,8 +40,8 @@ class Diffusion:
             large custom bases whose transform is slow).
         validate: check that the schedule is a valid process (σ_i² ≥ 0) for these rates.
         last_train_step: the model is trained on steps 1..``last_train_step`` (default N; the
-            official blur-diffusion code trains on 1..N − 1). ``loss`` draws steps there and
-            ``sample`` warns when its grid leaves that range.
+            official blur-diffusion code trains on 1..N − 1). ``loss`` draws steps there, the
+            default grids start there, and ``sample`` warns when a grid leaves that range.
         check_finite: raise on NaN/Inf in the data, the noise and the model's output (one
             reduction per tensor; set False to skip it).
     """
@@ -178,11 +178,11 @@ class Diffusion:
     def grid(self, sampler: str = "dpm++2m", steps: int | None = None,
              timesteps: Sequence[int] | None = None, start: int | None = None) -> list[int]:
         """The step grid ``sample`` would use: explicit ``timesteps``, or the sampler's default
-        grid with ``steps`` intervals from ``start`` (default N) down to 0."""
+        grid with ``steps`` intervals from ``start`` (default ``last_train_step``) down to 0."""
         spec = self._sampler(sampler)
         if timesteps is not None:
             return check_grid(timesteps, self.N)
-        start = self.N if start is None else int(check_step_range(start, 1, self.N, "start"))
+        start = self.last_train_step if start is None else int(check_step_range(start, 1, self.N, "start"))
         if steps is not None:
             check_step_count(steps, start)
         return make_grid(start, steps or spec.steps or start, spec.grid)
@@ -210,7 +210,8 @@ class Diffusion:
                 or ``"ihdm"`` (``delta_scale=``).
             steps: number of network evaluations (≥ 1) on the sampler's default grid.
             timesteps: an explicit strictly decreasing grid ending in 0 (overrides ``steps``).
-            start: the default grid's first step (default N; the official loop starts at N − 1).
+            start: the default grid's first step (default ``last_train_step``: N, or N − 1 as the
+                official loop, which trains on 1..N − 1 and starts sampling at N − 1).
             generator: makes the samples reproducible.
             callback: called per step with ``{"i", "x", "x0"}`` in pixel space.
             progress: show a progress bar.

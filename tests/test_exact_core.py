@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 
 import pytest
 import torch
@@ -148,11 +149,11 @@ def test_the_trained_range_is_where_loss_draws_and_sampling_outside_it_warns():
            generator=torch.Generator().manual_seed(0))
     assert set(torch.cat(seen).tolist()) == {1, 2}
     with pytest.warns(UserWarning, match=r"grid starts at step 3 but the model is trained on steps 1\.\.2; pass start=2"):
-        d.sample(fake_net, (1, 1, 8, 8), sampler="reverse", progress=False)
-    import warnings
+        d.sample(fake_net, (1, 1, 8, 8), sampler="reverse", start=3, progress=False)
+    assert d.grid("reverse") == [2, 1, 0]  # the default grid starts at the last trained step
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        d.sample(fake_net, (1, 1, 8, 8), sampler="reverse", start=2, progress=False)
+        d.sample(fake_net, (1, 1, 8, 8), sampler="reverse", progress=False)
 
 
 def test_the_multiplier_cache_never_carries_options_across_calls():
