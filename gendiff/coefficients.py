@@ -1,10 +1,10 @@
 """Per-step coefficients: float64 schedule values on the sample's device, and cached multipliers.
 
-One :class:`Coefficients` serves one use (one ``Diffusion.sample`` call, one prior draw): its
-cache of per-step multipliers lives exactly as long as that object, so it can neither outlive the
-call nor mix two calls with different keyword arguments. Keys are built automatically from the
-multiplier function (its code and the values it closes over) and its arguments; no caller writes
-a key.
+A :class:`Diffusion` keeps one :class:`Coefficients` per (device, dtype), so the per-step
+multipliers of a grid are computed once for every batch sampled on it. Their cache keys are built
+automatically from every input of the multiplier — the function's code, the values it closes
+over (say DDIM's η) and its arguments — so a ``sample()`` call with other keyword arguments can
+never read another's entries; no caller writes a key.
 
 ``transition`` has one meaning everywhere in gendiff: (r, σ²) of q(x̄_t | x̄_u) = N(r x̄_u, σ²)
 — the variance, never the standard deviation (docs/math.md, "Equations").
@@ -97,6 +97,10 @@ class Coefficients:
         """
         cells = tuple(c.cell_contents for c in (fn.__closure__ or ()))
         key = (fn.__code__, cells, args)
+        try:
+            hash(key)
+        except TypeError:  # an unhashable captured value: compute, do not cache
+            return tuple(None if v is None else v.to(self.dtype) for v in fn(*args))
         if key not in self._memo:
             value = tuple(None if v is None else v.to(self.dtype) for v in fn(*args))
             size = sum(v.numel() * v.element_size() for v in value if v is not None)

@@ -63,21 +63,22 @@ class Diffusion:
         self._rates = basis.rates.to(torch.float64)
         if validate:
             schedule.validate(self._rates)
-        self._rates_on: dict[torch.device, Tensor] = {}
+        self._coefs: dict[tuple[torch.device, torch.dtype], Coefficients] = {}
 
     @property
     def N(self) -> int:
         return self.schedule.N
 
     def coefficients(self, device=None, dtype: torch.dtype = torch.float64) -> Coefficients:
-        """Fresh per-step float64 coefficients on ``device`` (multipliers cached in ``dtype``).
+        """Per-step float64 coefficients on ``device``, multipliers cached in ``dtype``.
 
-        One object per use: its multiplier cache lives as long as it does (see gendiff.coefficients).
+        One object per (device, dtype), shared by every call; its cache keys hold every input of
+        a multiplier, so no call reads another's stale entry (see gendiff.coefficients).
         """
-        device = torch.device(device or "cpu")
-        if device not in self._rates_on:
-            self._rates_on[device] = self._rates.to(device)
-        return Coefficients(self.schedule, self._rates_on[device], device, dtype)
+        key = (torch.device(device or "cpu"), dtype)
+        if key not in self._coefs:
+            self._coefs[key] = Coefficients(self.schedule, self._rates, key[0], dtype)
+        return self._coefs[key]
 
     def _transform(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
