@@ -234,7 +234,7 @@ class Diffusion:
         check_sampling(self, grid, clip_x0, dtype)
         prior = natural_prior(self.schedule) if prior is None else prior
         coef = self.coefficients(device, dtype)
-        denoise = self._denoiser(model, shape[0], coef, clip_x0)
+        denoise = denoiser(self, model, shape[0], coef, clip_x0)
         cb = None if callback is None else (lambda d: callback(
             {"i": d["i"], "x": self.from_basis(d["x"]), "x0": self.from_basis(d["x0"])}))
         with full_precision(device):
@@ -243,22 +243,24 @@ class Diffusion:
                         **sampler_kwargs)
             return self.from_basis(x)
 
-    def _denoiser(self, model: Model, batch: int, coef: Coefficients, clip_x0) -> Callable[[Tensor, int], Prediction]:
-        """``denoise(x̄, i)``: one inverse, the network (under the caller's autocast), one forward."""
-        amp = caller_autocast(coef.rates.device)
-        clip = None if clip_x0 is None else (lambda x0: self.to_basis(self.from_basis(x0).clamp(*clip_x0)))
-
-        def denoise(x_bar: Tensor, i: int) -> Prediction:
-            i_b = torch.full((batch,), i, dtype=torch.long, device=x_bar.device)
-            with amp():
-                out = call_model(model, self.from_basis(x_bar), i_b, self.check_finite)
-            pred = self.parameterization.predict(self.to_basis(out), x_bar, i, coef)
-            pred.clip = clip
-            return pred
-        return denoise
-
     def __repr__(self) -> str:
         return f"Diffusion({self.basis!r}, {type(self.schedule).__name__}(N={self.N}))"
+
+
+def denoiser(d: Diffusion, model: Model, batch: int, coef: Coefficients,
+             clip_x0) -> Callable[[Tensor, int], Prediction]:
+    """``denoise(x̄, i) -> Prediction``: one inverse, the network (under the caller's autocast), one forward."""
+    amp = caller_autocast(coef.rates.device)
+    clip = None if clip_x0 is None else (lambda x0: d.to_basis(d.from_basis(x0).clamp(*clip_x0)))
+
+    def denoise(x_bar: Tensor, i: int) -> Prediction:
+        i_b = torch.full((batch,), i, dtype=torch.long, device=x_bar.device)
+        with amp():
+            out = call_model(model, d.from_basis(x_bar), i_b, d.check_finite)
+        pred = d.parameterization.predict(d.to_basis(out), x_bar, i, coef)
+        pred.clip = clip
+        return pred
+    return denoise
 
 
 def check_sampling(d: Diffusion, grid: list[int], clip_x0, dtype: torch.dtype) -> None:
