@@ -10,6 +10,7 @@ import torch
 
 from gendiff import BlurredDataPrior, DCTBasis, Diffusion, GaussianBlurBasis, ResidualMeanPrediction
 from gendiff.oracle import gaussian_kl, output_variance
+from gendiff.parameterization import Prediction
 from gendiff.samplers import make_grid, sample_reverse
 from gendiff.schedules import HeatDissipationSchedule, VPBlurSchedule
 
@@ -163,3 +164,21 @@ def test_the_multiplier_cache_never_carries_options_across_calls():
     x = d.sample(fake_net, (2, 1, 8, 8), eta=0.0, generator=torch.Generator().manual_seed(0), **kw)
     y = fresh.sample(fake_net, (2, 1, 8, 8), eta=0.0, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("form", ["eps", "mean", "x0"])
+@pytest.mark.parametrize("clip", [None, lambda x0: x0.clamp(-0.3, 0.3)])
+def test_the_forms_of_a_prediction_are_one_prediction(form, clip):
+    """x̄ = a x̂̄_0 + s ε̂̄ and signal(u) = a_u x̂̄_0, whatever form the network gave (and after a clamp)."""
+    d, i = small(), 50
+    coef = d.coefficients(dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    x, v = (torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    p = Prediction(form, v, x, i, coef, clip=clip)
+    a, s = coef.a(i), coef.s(i)
+    assert bool((a / s >= 1e-3).all())  # no floored coordinate: the identities are exact
+    assert float((a * p.x0 + s * p.eps - x).abs().max()) < 1e-12
+    for u in (i - 1, 10):
+        assert float((p.signal(u) - coef.a(u) * p.x0).abs().max()) < 1e-12
+    if clip is not None:
+        assert float(p.x0.abs().max()) <= 0.3
