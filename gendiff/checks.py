@@ -19,7 +19,8 @@ def check_steps(i: Tensor, like: Tensor, N: int, lo: int = 0, what: str = "steps
                          f"(or (1,) for all), got shape {tuple(i.shape)}")
     if i.numel() and bool(((i < lo) | (i > N)).any()):
         why = " (step 0 is the data itself: s_0 = 0)" if lo == 1 else ""
-        raise ValueError(f"{what} takes steps in {lo}..N={N}{why}, got min {int(i.min())}, max {int(i.max())}")
+        where = "" if what == "steps" else f"{what}: "
+        raise ValueError(f"{where}steps must be in {lo}..N={N}{why}, got min {int(i.min())}, max {int(i.max())}")
     return i
 
 

@@ -87,9 +87,9 @@ def test_ihdm_without_a_prior_says_what_to_pass():
 
 def test_step_zero_is_refused_by_loss_and_score():
     d, x = small(), torch.randn(2, 1, 8, 8)
-    with pytest.raises(ValueError, match=r"loss takes steps in 1\.\.N=100 \(step 0 is the data"):
+    with pytest.raises(ValueError, match=r"loss: steps must be in 1\.\.N=100 \(step 0 is the data"):
         d.loss(fake_net, x, i=torch.tensor([0, 3]))
-    with pytest.raises(ValueError, match=r"score takes steps in 1\.\.N=100"):
+    with pytest.raises(ValueError, match=r"score: steps must be in 1\.\.N=100"):
         d.score(x, torch.tensor([0, 0]), x)
 
 
