@@ -42,8 +42,9 @@ class Diffusion:
         last_train_step: the model is trained on steps 1..``last_train_step`` (default N; the
             official blur-diffusion code trains on 1..N − 1). ``loss`` draws steps there, the
             default grids start there, and ``sample`` warns when a grid leaves that range.
-        check_finite: raise on NaN/Inf in the data, the noise and the model's output (one
-            reduction per tensor; set False to skip it).
+        check_finite: raise on NaN/Inf in the data, the noise and, while sampling, the model's
+            output (one reduction per tensor; set False to skip it). In ``loss`` a diverging
+            network is left to show as a non-finite loss (the trainer's NaN stop).
     """
 
     def __init__(self, basis: OrthoBasis, schedule: Schedule, *,
@@ -157,7 +158,8 @@ class Diffusion:
 
         def checked(x: Tensor, steps: Tensor) -> Tensor:
             with amp():  # only the network runs under the caller's autocast
-                return call_model(model, x, steps, self.check_finite)
+                # a diverging network shows as a non-finite loss, which the trainer stops on
+                return call_model(model, x, steps, finite=False)
 
         with full_precision(x0.device):
             return self.parameterization.loss(self, checked, x0, i, generator=generator)

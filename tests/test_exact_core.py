@@ -108,9 +108,9 @@ def test_non_finite_inputs_and_outputs_are_refused_unless_switched_off():
         d.loss(fake_net, bad, i=i)
     with pytest.raises(ValueError, match="noise holds 1 NaN/Inf"):
         d.q_sample(x, i, noise=bad)
-    with pytest.raises(ValueError, match=r"model\(x_i, i\) at step 3 holds 128 NaN/Inf.*check_finite=False"):
-        d.loss(lambda x, i: x * float("inf"), x, i=i)
-    with pytest.raises(ValueError, match=r"model\(x_i, i\) at step 100 holds"):
+    # in training a diverging network is a non-finite loss, which the trainer stops on
+    assert not math.isfinite(float(d.loss(lambda x, i: x * float("inf"), x, i=i)))
+    with pytest.raises(ValueError, match=r"model\(x_i, i\) at step 100 holds 64 NaN/Inf.*check_finite=False"):
         d.sample(lambda x, i: x * float("nan"), (1, 1, 8, 8), steps=2, progress=False)
     off = Diffusion(d.basis, d.schedule, check_finite=False)
     assert math.isnan(float(off.loss(fake_net, bad, i=i)))
