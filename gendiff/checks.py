@@ -1,14 +1,15 @@
 """Input checks for the engine: each error names the expected and the given value."""
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 
-def check_steps(i: Tensor, like: Tensor, N: int) -> Tensor:
-    """Steps as a LongTensor (B,) or (1,) in 0..N on ``like``'s device."""
+def check_steps(i: Tensor, like: Tensor, N: int, lo: int = 0, what: str = "steps") -> Tensor:
+    """Steps as a LongTensor (B,) or (1,) in lo..N on ``like``'s device."""
     # Steps on another device than the data are moved to it (they are B integers).
     i = torch.as_tensor(i, device=like.device)
     if i.dtype not in (torch.int64, torch.int32) or i.dim() != 1:
@@ -16,9 +17,30 @@ def check_steps(i: Tensor, like: Tensor, N: int) -> Tensor:
     if i.shape[0] not in (1, like.shape[0]):
         raise ValueError(f"steps must have one entry per batch element, shape ({like.shape[0]},) "
                          f"(or (1,) for all), got shape {tuple(i.shape)}")
-    if bool(((i < 0) | (i > N)).any()):
-        raise ValueError(f"steps must be in 0..N={N}, got min {int(i.min())}, max {int(i.max())}")
+    if i.numel() and bool(((i < lo) | (i > N)).any()):
+        why = " (step 0 is the data itself: s_0 = 0)" if lo == 1 else ""
+        where = "" if what == "steps" else f"{what}: "
+        raise ValueError(f"{where}steps must be in {lo}..N={N}{why}, got min {int(i.min())}, max {int(i.max())}")
     return i
+
+
+def check_step_count(steps, limit: int) -> int:
+    """A number of sampler steps as an int in 1..limit, or a clear error."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(f"steps must be an integer in 1..{limit}, got {steps!r}")
+    if not 1 <= int(steps) <= limit:
+        raise ValueError(f"steps must be in 1..{limit} (the grid's first step), got {int(steps)}")
+    return int(steps)
+
+
+def check_finite(x: Tensor, name: str, enabled: bool = True) -> None:
+    """Raise ValueError when ``x`` holds NaN or Inf (one reduction; skipped when not enabled)."""
+    # A sum is one cheap pass and is NaN/Inf whenever an entry is; only then count (an overflowing
+    # sum of finite values falls through to the exact count and passes).
+    if enabled and x.numel() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} holds {bad} NaN/Inf value(s) of {x.numel()}; "
+                         "(Diffusion(check_finite=False) turns this check off)")
 
 
 def check_step_range(i, lo: int, hi: int, what: str) -> Tensor:
@@ -52,8 +74,8 @@ def check_generator(generator: torch.Generator | None, device: torch.device) -> 
                          f"use torch.Generator({str(device)!r})")
 
 
-def call_model(model: Callable, x: Tensor, i: Tensor) -> Tensor:
-    """``model(x, i)``, checked to be a float tensor of x's shape and device, cast to x's dtype.
+def call_model(model: Callable, x: Tensor, i: Tensor, finite: bool = True) -> Tensor:
+    """``model(x, i)``, checked to be a finite float tensor of x's shape and device, in x's dtype.
 
     The cast is why a float64 (or autocast bf16) output works with float32 samples.
     """
@@ -66,6 +88,7 @@ def call_model(model: Callable, x: Tensor, i: Tensor) -> Tensor:
                          f"got {tuple(out.shape)}")
     if out.device != x.device:
         raise ValueError(f"model(x_i, i) must return a tensor on x_i's device {x.device}, got {out.device}")
+    check_finite(out, f"model(x_i, i) at step {int(i[0])}", finite)
     return out.to(x.dtype)
 
 

@@ -6,20 +6,26 @@ q(x̄_i | x̄_0) = N(a_i x̄_0, s_i²) (Eq. 7). The engine knows the basis only 
 """
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from gendiff.bases import OrthoBasis
-from gendiff.checks import call_model, check_data, check_generator, check_shape, check_step_range, check_steps
-from gendiff.parameterization import EpsPrediction, Parameterization
+from gendiff.checks import (call_model, check_step_count, check_data, check_finite, check_generator,
+                            check_shape, check_step_range, check_steps)
+from gendiff.coefficients import Coefficients
+from gendiff.parameterization import EpsPrediction, Parameterization, Prediction
 from gendiff.precision import caller_autocast, full_precision
-from gendiff.priors import gaussian_prior
-from gendiff.samplers import SAMPLERS, StepCoefficients, check_grid, make_grid
+from gendiff.priors import natural_prior
+from gendiff.samplers import SAMPLERS, check_grid, make_grid
 from gendiff.schedules import Schedule
 
 Model = Callable[[Tensor, Tensor], Tensor]
+# Exact Gaussian benchmark, reverse sampler (issue 11): KL/dim 1.3e-3 in bfloat16 vs 2.2e-4 in float32.
+LOW_PRECISION_COST = "KL/dim 1.3e-3 in bfloat16 vs 2.2e-4 in float32 on the exact Gaussian benchmark"
 
 
 class Diffusion:
@@ -33,11 +39,17 @@ class Diffusion:
         check_basis: verify orthonormality on random probes at construction (skip for very
             large custom bases whose transform is slow).
         validate: check that the schedule is a valid process (σ_i² ≥ 0) for these rates.
+        last_train_step: the model is trained on steps 1..``last_train_step`` (default N; the
+            official blur-diffusion code trains on 1..N − 1). ``loss`` draws steps there, the
+            default grids start there, and ``sample`` warns when a grid leaves that range.
+        check_finite: raise on NaN/Inf in the data, the noise and, while sampling, the model's
+            output (one reduction per tensor; set False to skip it). In ``loss`` a diverging
+            network is left to show as a non-finite loss (the trainer's NaN stop).
     """
 
     def __init__(self, basis: OrthoBasis, schedule: Schedule, *,
                  parameterization: Parameterization | None = None, check_basis: bool = True,
-                 validate: bool = True):
+                 validate: bool = True, last_train_step: int | None = None, check_finite: bool = True):
         if not isinstance(basis, OrthoBasis):
             raise TypeError(f"basis must be an OrthoBasis, got {type(basis).__name__}")
         if not isinstance(schedule, Schedule):
@@ -46,51 +58,58 @@ class Diffusion:
             basis.check_orthonormal()
         self.basis, self.schedule = basis, schedule
         self.parameterization = parameterization or EpsPrediction()
+        self.last_train_step = int(check_step_range(schedule.N if last_train_step is None else last_train_step,
+                                                    1, schedule.N, "last_train_step"))
+        self.check_finite = bool(check_finite)
         self._rates = basis.rates.to(torch.float64)
         if validate:
             schedule.validate(self._rates)
-        self._coefs: dict[torch.device, StepCoefficients] = {}
+        self._coefs: dict[tuple[torch.device, torch.dtype], Coefficients] = {}
 
     @property
     def N(self) -> int:
         return self.schedule.N
 
-    def coefficients(self, device=None) -> StepCoefficients:
-        """Per-step float64 (log a_i, s_i) on ``device``, as samplers see them."""
-        device = torch.device(device or "cpu")
-        if device not in self._coefs:
-            self._coefs[device] = StepCoefficients(self.schedule, self._rates, device)
-        return self._coefs[device]
+    def coefficients(self, device=None, dtype: torch.dtype = torch.float64) -> Coefficients:
+        """Per-step float64 coefficients on ``device``, multipliers cached in ``dtype``.
+
+        One object per (device, dtype), shared by every call; its cache keys hold every input of
+        a multiplier, so no call reads another's stale entry (see gendiff.coefficients).
+        """
+        key = (torch.device(device or "cpu"), dtype)
+        if key not in self._coefs:
+            self._coefs[key] = Coefficients(self.schedule, self._rates, key[0], dtype)
+        return self._coefs[key]
 
     def _transform(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        """A basis transform ``fn(x)`` in float32 or wider with autocast off, in x's dtype."""
         wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
         with full_precision(x.device):
             return fn(wide).to(x.dtype)
 
-    def _to_basis(self, x: Tensor) -> Tensor:
-        """x̄ = Uᵀx, computed in float32 or wider even under autocast."""
+    def to_basis(self, x: Tensor) -> Tensor:
+        """x̄ = Uᵀx in x's dtype, computed in float32 or wider even under autocast."""
         return self._transform(self.basis.forward, x)
 
-    def _from_basis(self, c: Tensor) -> Tensor:
-        """x = Uc, computed in float32 or wider even under autocast."""
+    def from_basis(self, c: Tensor) -> Tensor:
+        """x = Uc in c's dtype, computed in float32 or wider even under autocast."""
         return self._transform(self.basis.inverse, c)
 
     def marginal(self, i: Tensor) -> tuple[Tensor, Tensor]:
         """(a_i, s_i), float64, shape (B, 1, H, W) for i of shape (B,) (Eq. 7)."""
         i = check_step_range(i, 0, self.N, "marginal")
-        rates = self.coefficients(torch.as_tensor(i).device).rates
-        return self.schedule.marginal(i, rates)
+        return self.schedule.marginal(i, self._rates.to(torch.as_tensor(i).device))
 
     def transition(self, i: Tensor) -> tuple[Tensor, Tensor]:
-        """(r_i, σ_i) of q(x̄_i | x̄_{i−1}) = N(r_i x̄_{i−1}, σ_i²), float64, for i ≥ 1."""
-        i = check_step_range(i, 1, self.N, "transition")
-        rates = self.coefficients(torch.as_tensor(i).device).rates
-        r, var = self.schedule.transition(i, rates)
-        return r, var.clamp_min(0).sqrt()
+        """(r_i, σ_i²) of q(x̄_i | x̄_{i−1}) = N(r_i x̄_{i−1}, σ_i²), float64, for i ≥ 1.
 
-    def _cast_marginal(self, i: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        a, s = self.marginal(check_steps(i, like, self.N))
+        σ_i² is the variance, as everywhere in gendiff (gendiff.coefficients).
+        """
+        i = check_step_range(i, 1, self.N, "transition")
+        r, var = self.schedule.transition(i, self._rates.to(torch.as_tensor(i).device))
+        return r, var.clamp_min(0)
+
+    def _cast_marginal(self, i: Tensor, like: Tensor, lo: int = 0, what: str = "steps") -> tuple[Tensor, Tensor]:
+        a, s = self.marginal(check_steps(i, like, self.N, lo, what))
         return a.to(like.dtype), s.to(like.dtype)
 
     def q_sample(self, x0: Tensor, i: Tensor, noise: Tensor | None = None,
@@ -104,16 +123,18 @@ class Diffusion:
         """
         check_data(x0, self.basis)
         check_generator(generator, x0.device)
+        check_finite(x0, "x0", self.check_finite)
         a, s = self._cast_marginal(i, x0)
         if noise is None:
             eps_bar = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-            noise = self._from_basis(eps_bar)
+            noise = self.from_basis(eps_bar)
         else:
             if not isinstance(noise, Tensor) or noise.shape != x0.shape:
                 got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
                 raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {got}")
-            eps_bar = self._to_basis(noise.to(x0))
-        return self._from_basis(a * self._to_basis(x0) + s * eps_bar), noise
+            check_finite(noise, "noise", self.check_finite)
+            eps_bar = self.to_basis(noise.to(x0))
+        return self.from_basis(a * self.to_basis(x0) + s * eps_bar), noise
 
     def loss(self, model: Model, x0: Tensor, *, i: Tensor | None = None,
              generator: torch.Generator | None = None) -> Tensor:
@@ -121,48 +142,53 @@ class Diffusion:
 
         Args:
             model: ``model(x_i, i)`` in pixel space.
-            x0: a data batch.
-            i: steps to use; default uniform on 1..N.
+            x0: a non-empty data batch.
+            i: steps to use (1..N); default uniform on 1..``last_train_step``.
             generator: for the steps and the noise.
         """
         check_data(x0, self.basis)
+        if x0.shape[0] == 0:
+            raise ValueError("loss needs a non-empty batch, got x0 of shape "
+                             f"{tuple(x0.shape)} (the mean over 0 elements is NaN)")
         check_generator(generator, x0.device)
         if i is None:
-            i = torch.randint(1, self.N + 1, (x0.shape[0],), generator=generator, device=x0.device)
-        i = check_steps(i, x0, self.N)
+            i = torch.randint(1, self.last_train_step + 1, (x0.shape[0],), generator=generator, device=x0.device)
+        i = check_steps(i, x0, self.N, 1, "loss")
         amp = caller_autocast(x0.device)
 
         def checked(x: Tensor, steps: Tensor) -> Tensor:
             with amp():  # only the network runs under the caller's autocast
-                return call_model(model, x, steps)
+                # a diverging network shows as a non-finite loss, which the trainer stops on
+                return call_model(model, x, steps, finite=False)
 
         with full_precision(x0.device):
             return self.parameterization.loss(self, checked, x0, i, generator=generator)
 
     def score(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
-        """∇ log q(x_i | x_0) = −U(Uᵀε / s_i) (Eq. 15–16 with the exponent −1/2, docs/math.md, Errata)."""
-        return -self._from_basis(self._to_basis(eps) / self._cast_marginal(i, x_i)[1])
+        """∇ log q(x_i | x_0) = −U(Uᵀε / s_i), i ≥ 1 (Eq. 15–16 with the exponent −1/2, docs/math.md)."""
+        return -self.from_basis(self.to_basis(eps) / self._cast_marginal(i, x_i, 1, "score")[1])
 
     def eps_to_x0(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
         """x̂_0 = U((Uᵀx_i − s_i Uᵀε)/a_i). Unstable where a_i underflows; for display."""
         a, s = self._cast_marginal(i, x_i)
-        return self._from_basis((self._to_basis(x_i) - s * self._to_basis(eps)) / a)
+        return self.from_basis((self.to_basis(x_i) - s * self.to_basis(eps)) / a)
 
     def x0_to_eps(self, x_i: Tensor, i: Tensor, x0: Tensor) -> Tensor:
         """ε = U((Uᵀx_i − a_i Uᵀx_0)/s_i), for i ≥ 1."""
-        a, s = self._cast_marginal(i, x_i)
-        return self._from_basis((self._to_basis(x_i) - a * self._to_basis(x0)) / s)
-
-    def eps_to_score(self, x_i: Tensor, i: Tensor, eps: Tensor) -> Tensor:
-        return self.score(x_i, i, eps)
+        a, s = self._cast_marginal(i, x_i, 1, "x0_to_eps")
+        return self.from_basis((self.to_basis(x_i) - a * self.to_basis(x0)) / s)
 
     def grid(self, sampler: str = "dpm++2m", steps: int | None = None,
-             timesteps: Sequence[int] | None = None) -> list[int]:
-        """The step grid ``sample`` would use: explicit ``timesteps`` or the sampler's default."""
+             timesteps: Sequence[int] | None = None, start: int | None = None) -> list[int]:
+        """The step grid ``sample`` would use: explicit ``timesteps``, or the sampler's default
+        grid with ``steps`` intervals from ``start`` (default ``last_train_step``) down to 0."""
         spec = self._sampler(sampler)
         if timesteps is not None:
             return check_grid(timesteps, self.N)
-        return make_grid(self.N, steps or spec.steps or self.N, spec.grid)
+        start = self.last_train_step if start is None else int(check_step_range(start, 1, self.N, "start"))
+        if steps is not None:
+            check_step_count(steps, start)
+        return make_grid(start, steps or spec.steps or start, spec.grid)
 
     def _sampler(self, name: str):
         if name not in SAMPLERS:
@@ -171,9 +197,9 @@ class Diffusion:
 
     @torch.no_grad()
     def sample(self, model: Model, shape: Sequence[int], *, sampler: str = "dpm++2m",
-               steps: int | None = None, timesteps: Sequence[int] | None = None,
+               steps: int | None = None, timesteps: Sequence[int] | None = None, start: int | None = None,
                generator: torch.Generator | None = None, callback: Callable | None = None,
-               progress: bool = True, prior: Callable = gaussian_prior,
+               progress: bool = True, prior: Callable | None = None,
                clip_x0: tuple[float, float] | None = None, dtype: torch.dtype = torch.float32,
                device=None, **sampler_kwargs) -> Tensor:
         """Draw samples x_0 (pixel space) by running ``sampler`` from the prior.
@@ -182,46 +208,72 @@ class Diffusion:
             model: ``model(x_i, i)`` (ε̂ for the default parameterization), x_i (B, C, H, W),
                 i LongTensor (B,).
             shape: (B, C, H, W).
-            sampler: ``"reverse"`` (Eq. 19–20, all N steps), ``"ancestral"``, ``"ddim"``
-                (``eta=`` as keyword) or ``"dpm++2m"`` (the fast default).
-            steps: number of network evaluations on the sampler's default grid.
+            sampler: ``"reverse"`` (Eq. 20 on all steps; ``quiet_steps=`` final steps without
+                noise), ``"ancestral"``, ``"ddim"`` (``eta=``), ``"dpm++2m"`` (the fast default)
+                or ``"ihdm"`` (``delta_scale=``).
+            steps: number of network evaluations (≥ 1) on the sampler's default grid.
             timesteps: an explicit strictly decreasing grid ending in 0 (overrides ``steps``).
+            start: the default grid's first step (default ``last_train_step``: N, or N − 1 as the
+                official loop, which trains on 1..N − 1 and starts sampling at N − 1).
             generator: makes the samples reproducible.
             callback: called per step with ``{"i", "x", "x0"}`` in pixel space.
             progress: show a progress bar.
-            prior: ``prior(diffusion, shape, t0, generator, dtype, device) -> x̄_{t0}``
-                (coefficients at the grid's first step; see ``gendiff.priors``).
-            clip_x0: clamp every x̂_0 to this pixel range (e.g. the data range (−1, 1)), as
-                DDPM's clip_denoised. Off by default: it is not part of the math, costs one more
-                round trip per step, and would bias the exact answers on Gaussian data. On for
-                trained image models: a barely trained network's ε error, divided by a small
-                a_i, otherwise leaves speckled samples with the deterministic samplers.
-            dtype, device: of the samples (default float32 on the generator's or CPU device).
+            prior: ``prior(diffusion, shape, t0, generator, dtype, device) -> x̄_{t0}``; default
+                the schedule's natural prior (``schedule.prior``), see ``gendiff.priors``.
+            clip_x0: clamp every x̂_0 to this pixel range (lo < hi; e.g. the data range), as
+                DDPM's clip_denoised; samplers that read ε̂ or the residual mean get the forms
+                consistent with the clamped x̂_0. Off by default: not part of the math, one more
+                round trip per step, and it biases the exact answers (docs/math.md).
+            dtype, device: of the samples (default float32 on the generator's or CPU device);
+                float16/bfloat16 warn with their measured cost.
         """
         spec = self._sampler(sampler)
-        grid = self.grid(sampler, steps, timesteps)
+        grid = self.grid(sampler, steps, timesteps, start)
         shape = check_shape(shape, dtype, self.basis)
         device = torch.device(device) if device is not None else (
             generator.device if generator is not None else torch.device("cpu"))
         check_generator(generator, device)
-        coef = self.coefficients(device)
-        amp = caller_autocast(device)
-
-        def denoise(x_bar: Tensor, i: int) -> Tensor:
-            i_b = torch.full((shape[0],), i, dtype=torch.long, device=device)
-            x_i = self._from_basis(x_bar)
-            with amp():  # only the network runs under the caller's autocast
-                out = call_model(model, x_i, i_b)  # cast back to the sample dtype
-            x0 = self.parameterization.denoise(self._to_basis(out), x_bar, i, coef)
-            return x0 if clip_x0 is None else self._to_basis(self._from_basis(x0).clamp(*clip_x0))
-
+        check_sampling(self, grid, clip_x0, dtype)
+        prior = natural_prior(self.schedule) if prior is None else prior
+        coef = self.coefficients(device, dtype)
+        denoise = denoiser(self, model, shape[0], coef, clip_x0)
         cb = None if callback is None else (lambda d: callback(
-            {"i": d["i"], "x": self._from_basis(d["x"]), "x0": self._from_basis(d["x0"])}))
+            {"i": d["i"], "x": self.from_basis(d["x"]), "x0": self.from_basis(d["x0"])}))
         with full_precision(device):
             x = prior(self, shape, grid[0], generator, dtype, device)
             x = spec.fn(denoise, x, grid, coef, generator=generator, callback=cb, disable=not progress,
                         **sampler_kwargs)
-            return self._from_basis(x)
+            return self.from_basis(x)
 
     def __repr__(self) -> str:
         return f"Diffusion({self.basis!r}, {type(self.schedule).__name__}(N={self.N}))"
+
+
+def denoiser(d: Diffusion, model: Model, batch: int, coef: Coefficients,
+             clip_x0) -> Callable[[Tensor, int], Prediction]:
+    """``denoise(x̄, i) -> Prediction``: one inverse, the network (under the caller's autocast), one forward."""
+    amp = caller_autocast(coef.rates.device)
+    clip = None if clip_x0 is None else (lambda x0: d.to_basis(d.from_basis(x0).clamp(*clip_x0)))
+
+    def denoise(x_bar: Tensor, i: int) -> Prediction:
+        i_b = torch.full((batch,), i, dtype=torch.long, device=x_bar.device)
+        with amp():
+            out = call_model(model, d.from_basis(x_bar), i_b, d.check_finite)
+        pred = d.parameterization.predict(d.to_basis(out), x_bar, i, coef)
+        pred.clip = clip
+        return pred
+    return denoise
+
+
+def check_sampling(d: Diffusion, grid: list[int], clip_x0, dtype: torch.dtype) -> None:
+    """Refuse a reversed clamp range; warn on low precision and on steps the model never saw."""
+    if clip_x0 is not None:
+        lo, hi = (float(v) for v in clip_x0)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"clip_x0 must be a finite range (lo, hi) with lo < hi, got {tuple(clip_x0)}")
+    if dtype in (torch.float16, torch.bfloat16):
+        warnings.warn(f"sampling in {dtype} costs accuracy ({LOW_PRECISION_COST}); sample in "
+                      "float32 and cast the result", stacklevel=3)
+    if grid[0] > d.last_train_step:
+        warnings.warn(f"the grid starts at step {grid[0]} but the model is trained on steps "
+                      f"1..{d.last_train_step}; pass start={d.last_train_step} (or timesteps)", stacklevel=3)

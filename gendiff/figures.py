@@ -24,7 +24,7 @@ def forward_strip(diffusion, x0: Tensor, path, columns: int = 8, value_range=(-1
                   generator: torch.Generator | None = None) -> Path:
     """x_0 … x_N of the forward process: one row per image, the same noise along a row."""
     steps = torch.linspace(0, diffusion.N, columns).round().long()
-    noise = diffusion.basis.inverse(torch.randn(x0.shape, generator=generator, dtype=x0.dtype))
+    noise = diffusion.from_basis(torch.randn(x0.shape, generator=generator, dtype=x0.dtype))
     cols = [diffusion.q_sample(x0, steps[k].repeat(x0.shape[0]), noise=noise)[0] for k in range(columns)]
     return save_grid(torch.stack(cols, 1).flatten(0, 1), path, value_range, nrow=columns)
 

@@ -18,14 +18,14 @@ def oracle_model(diffusion, lam: Tensor):
     def model(x: Tensor, i: Tensor) -> Tensor:
         a, s = diffusion.marginal(i)
         k = (s / (a ** 2 * lam + s ** 2)).to(x.dtype)
-        return diffusion.basis.inverse(k * diffusion.basis.forward(x))
+        return diffusion.from_basis(k * diffusion.to_basis(x))
     return model
 
 
 def _ms(diffusion, i: int):
     """(log a_i, a_i, s_i); log a stays finite where a_i underflows to 0."""
     i = torch.tensor([i])
-    la = diffusion.schedule.log_a(i, diffusion.coefficients().rates)[0]
+    la = diffusion.schedule.log_a(i, diffusion.basis.rates.to(torch.float64))[0]
     return la, la.exp(), diffusion.marginal(i)[1][0]
 
 
@@ -35,12 +35,14 @@ def _x0_gain(a, s, lam):
 
 
 def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
-                    eta: float = 0.0, delta_scale: float = 1.25, v_T: Tensor | None = None) -> Tensor:
+                    eta: float = 0.0, delta_scale: float = 1.25, quiet_steps: int = 2,
+                    v_T: Tensor | None = None) -> Tensor:
     """Per-coordinate variance of the samples (coefficient space).
 
     Args:
         diffusion, lam: the process and the data's per-coordinate variance λ.
-        sampler, timesteps: which sampler, on which grid (``eta``, ``delta_scale`` as in it).
+        sampler, timesteps: which sampler, on which grid (``eta``, ``delta_scale``,
+            ``quiet_steps`` as in it).
         v_T: the variance of the start x̄_{t0}; default s_{t0}², the Gaussian prior.
     """
     lam = lam.to(torch.float64)
@@ -48,7 +50,7 @@ def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
     v_T = s_T ** 2 if v_T is None else v_T
     g, v = torch.ones_like(lam), torch.zeros_like(lam)  # x = g·x_T + noise(var v)
     h_prev, x0g_prev = None, None
-    for t, u in zip(timesteps[:-1], timesteps[1:]):
+    for n, (t, u) in enumerate(zip(timesteps[:-1], timesteps[1:])):
         (la_t, a_t, s_t), (la_u, a_u, s_u) = _ms(diffusion, t), _ms(diffusion, u)
         k = s_t / (a_t ** 2 * lam + s_t ** 2)           # ε̂ = k x_t
         x0 = _x0_gain(a_t, s_t, lam)                    # x̂_0 = x0 · x_t
@@ -57,7 +59,7 @@ def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
         c2 = torch.zeros_like(lam)
         if sampler == "reverse":                         # Eq. 20: (2 − r)x − σ²/s ε̂ + σ z
             m = 2 - r - var / s_t * k
-            c2 = var if u > 0 else c2
+            c2 = var if n < len(timesteps) - 1 - quiet_steps else c2
         elif sampler == "ihdm":                          # μ = a_u x̂_0, then + δ z
             m = a_u * x0
             c2 = (delta_scale * s_u) ** 2 if u > 0 else c2

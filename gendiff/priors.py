@@ -4,6 +4,7 @@ A prior is a callable ``prior(diffusion, shape, t0, generator, dtype, device) ->
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -20,17 +21,20 @@ def gaussian_prior(diffusion, shape, t0: int, generator, dtype, device) -> Tenso
 
 
 class BlurredDataPrior:
-    """IHDM's prior: a training image taken to level t_0, plus δ = ``delta_scale`` · s_{t0} noise.
+    """IHDM's prior: a training image taken to level t_0, plus δ = ``delta_scale`` · s_{t0} noise
+    (none by default, as in the reference code's ``get_initial_sample``).
 
     A kernel density estimate of q(x_K) (Rissanen et al. 2023): with a blur so strong that only
     the mean colour survives, it samples the data's low frequencies exactly.
 
     Args:
         data: a dataset or tensor of training images (C, H, W) in the model's value range.
-        delta_scale: the noise added, in units of s_{t0} (IHDM uses δ = 1.25σ).
+        delta_scale: the noise added, in units of s_{t0} (0: the reference code adds none).
     """
 
-    def __init__(self, data, delta_scale: float = 1.25):
+    def __init__(self, data, delta_scale: float = 0.0):
+        if not (math.isfinite(float(delta_scale)) and delta_scale >= 0):
+            raise ValueError(f"delta_scale must be a finite number ≥ 0, got {delta_scale!r}")
         self.data, self.delta_scale = data, float(delta_scale)
 
     def __call__(self, diffusion, shape, t0: int, generator, dtype, device) -> Tensor:
@@ -39,8 +43,17 @@ class BlurredDataPrior:
         x0 = torch.stack([torch.as_tensor(self.data[k]) for k in idx]).to(device=device, dtype=dtype)
         coef = diffusion.coefficients(device)
         noise = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-        x0_bar = diffusion.basis.forward(x0)
-        return coef.log_a(t0).exp().to(dtype) * x0_bar + (self.delta_scale * coef.s(t0)).to(dtype) * noise
+        return coef.a(t0).to(dtype) * diffusion.to_basis(x0) + (self.delta_scale * coef.s(t0)).to(dtype) * noise
+
+
+def natural_prior(schedule) -> Callable:
+    """The schedule's natural prior (``schedule.prior``); one that needs data cannot be built here."""
+    name = getattr(schedule, "prior", "gaussian")
+    if name == "gaussian":
+        return gaussian_prior
+    raise ValueError(f"{type(schedule).__name__}'s natural prior is {name!r}, which needs training data: "
+                     f"pass prior=BlurredDataPrior(train_images) (gendiff.priors) to sample(), or "
+                     f"build_prior({{'name': {name!r}}}, data=lambda: train_images)")
 
 
 # An entry is a factory ``factory(data=<function returning the training data>, **args) -> prior``.

@@ -5,6 +5,10 @@
 
 Published defaults for 32×32: K = 200 levels, σ_B from 0.5 to 24, σ = 0.01, δ = 1.25σ, data in
 [0, 1], the residual parameterization μ = u + f(u, k) and a prior of blurred training images.
+As the reference code: the loss is summed over pixels (mean over the batch) with a gradient
+clip of 1, training levels are 1..K − 1, and the prior adds no δ noise. Sampling starts at the
+last trained level K − 1 (the reference evaluates the network at K, a level it never trains on;
+docs/family.md).
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ def parse_args(argv=None):
     p.add_argument("--K", type=int, default=200)
     p.add_argument("--sigma-B-max", type=float, default=24.0)
     p.add_argument("--sigma", type=float, default=0.01)
-    p.add_argument("--delta-scale", type=float, default=1.25)
+    p.add_argument("--delta-scale", type=float, default=0.0,
+                   help="noise on the prior draw, in units of σ (the reference code adds none)")
     add_run_args(p)
     return p.parse_args(argv)
 
@@ -33,12 +38,13 @@ def main(argv=None):
     args = parse_args(argv)
     channels = data_channels(args.data)
     # IHDM samples with its own sampler and no x̂_0 clamp, as the reference implementation does.
-    train = train_config(args, replace(DEMO_TRAIN, sampler="ihdm", clip_x0=False))
+    train = train_config(args, replace(DEMO_TRAIN, sampler="ihdm", clip_x0=False, grad_clip=1.0,
+                                       last_train_step=args.K - 1))
     config = RunConfig(
         args.name or f"ihdm-{args.data}", DCTBasis((args.size, args.size)).config(),
         HeatDissipationSchedule(args.K, args.sigma_B_max, sigma=args.sigma).config(), model_dict(args, channels),
         DataConfig(args.data, args.size, channels, (0.0, 1.0)), train, fabric_config(args), args.out,
-        parameterization={"name": "residual_mean"}, prior={"name": "blurred_data", "delta_scale": args.delta_scale})
+        parameterization={"name": "residual_mean", "reduction": "sum"}, prior={"name": "blurred_data", "delta_scale": args.delta_scale})
     return run(config, args)
 
 

@@ -7,6 +7,7 @@ log-SNR, the prior). It stores O(N) scalars, never an (N+1)×d table (docs/math.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import numbers
 from typing import Any, ClassVar
 
 import torch
@@ -36,6 +37,8 @@ class Schedule(ABC):
     """
 
     name: ClassVar[str | None] = None
+    # The prior ``Diffusion.sample`` starts from when none is passed (a name in gendiff.priors).
+    prior: ClassVar[str] = "gaussian"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -43,8 +46,8 @@ class Schedule(ABC):
             SCHEDULES.register(cls.name, cls)
 
     def __init__(self, N: int):
-        if int(N) < 1:
-            raise ValueError(f"N must be ≥ 1, got {N}")
+        if isinstance(N, bool) or not isinstance(N, numbers.Integral) or N < 1:
+            raise ValueError(f"N must be an integer ≥ 1, got {N!r}")
         self.N = int(N)
 
     @abstractmethod

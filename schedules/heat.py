@@ -1,4 +1,4 @@
-"""Inverse heat dissipation (Rissanen et al., ICLR 2023) as a schedule (docs/math.md, Conventions)."""
+"""Inverse heat dissipation (Rissanen et al., ICLR 2023) as a schedule (docs/family.md)."""
 from __future__ import annotations
 
 from typing import Any
@@ -24,6 +24,7 @@ class HeatDissipationSchedule(Schedule):
     """
 
     name = "heat"
+    prior = "blurred_data"  # a kernel density estimate of q(u_K): needs the training images
 
     def __init__(self, K: int = 200, sigma_B_max: float = 24.0, sigma_B_min: float = 0.5,
                  sigma: float = 0.01):
@@ -40,7 +41,8 @@ class HeatDissipationSchedule(Schedule):
 
     def s2(self, i: Tensor, rates: Tensor) -> Tensor:
         i = broadcast_step(i, rates).to(rates.device)
-        return torch.where(i > 0, self.sigma ** 2, 0.0) * torch.ones_like(rates)
+        s2 = torch.full_like(rates, self.sigma ** 2)  # float64, like rates: σ² = 1e-4 exactly
+        return torch.where(i > 0, s2, torch.zeros_like(s2))
 
     def config_args(self) -> dict[str, Any]:
         return {"K": self.N, "sigma_B_max": self.sigma_B_max, "sigma_B_min": self.sigma_B_min,

@@ -9,7 +9,9 @@ import torch
 from gendiff import BlurredDataPrior, DCTBasis, Diffusion, IdentityBasis, ResidualMeanPrediction
 from gendiff.models import PRESETS, build_model
 from gendiff.oracle import output_variance
-from gendiff.samplers import StepCoefficients, sample_ancestral
+from gendiff.coefficients import Coefficients
+from gendiff.parameterization import Prediction
+from gendiff.samplers import sample_ancestral
 from gendiff.schedules import BlurringDiffusionSchedule, HeatDissipationSchedule, Schedule
 from gendiff.schedules.base import broadcast_step
 
@@ -80,11 +82,11 @@ def test_ancestral_step_is_the_textbook_posterior():
     s1 = rng.uniform(0.05, 0.6, n)
     s2 = np.sqrt((a2 / a1) ** 2 * s1 ** 2 + rng.uniform(0.01, 0.5, n))
     sched = TableSchedule(np.stack([np.ones(n), a1, a2]), np.stack([np.zeros(n), s1, s2]))
-    coef = StepCoefficients(sched, IdentityBasis((1, n)).rates, "cpu")
+    coef = Coefficients(sched, IdentityBasis((1, n)).rates, "cpu")
     x0 = torch.tensor(rng.standard_normal(n)).reshape(1, 1, 1, n)
     x_t = torch.tensor(rng.standard_normal(n)).reshape(1, 1, 1, n)
     m = 200_000
-    out = sample_ancestral(lambda x, t: x0.expand_as(x), x_t.expand(m, 1, 1, n).clone(), [2, 1], coef,
+    out = sample_ancestral(lambda x, t: Prediction("x0", x0.expand_as(x), x, t, coef), x_t.expand(m, 1, 1, n).clone(), [2, 1], coef,
                            generator=torch.Generator().manual_seed(0), disable=True)
     # Bayes for the joint Gaussian x_1 = a1 x0 + s1 e1, x_2 = (a2/a1) x_1 + σ e2:
     r = a2 / a1

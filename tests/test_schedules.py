@@ -52,8 +52,8 @@ def test_log_06_underflows_without_nans():
     d = Diffusion(GaussianBlurBasis((64, 64)), VPBlurSchedule("log", 0.6, N=N))
     for i in [1, 500, 1000]:
         a, s = d.marginal(torch.tensor([i]))
-        r, sigma = d.transition(torch.tensor([i]))
-        for t in (a, s, r, sigma):
+        r, var = d.transition(torch.tensor([i]))  # (r_i, σ_i²)
+        for t in (a, s, r, var):
             assert torch.isfinite(t).all()
         assert (s > 0).all()
     a, _ = d.marginal(torch.tensor([N]))

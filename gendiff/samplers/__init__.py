@@ -1,4 +1,4 @@
-"""Samplers: plain functions over a coefficient-space ε-predictor and a step grid.
+"""Samplers: plain functions over a coefficient-space prediction and a step grid (see ``common``).
 
 Register a new one with ``SAMPLERS.register("name", Sampler(fn, default_grid, default_steps))``
 (a name already taken is refused), or pass its import path ``"package.module:my_sampler"``.
@@ -10,7 +10,6 @@ from typing import Callable
 
 from gendiff.registry import Registry
 
-from .common import StepCoefficients
 from .ddim import sample_ddim
 from .dpm_solver import sample_dpmpp_2m
 from .ihdm import sample_ihdm
@@ -46,6 +45,6 @@ def sampler_steps(name: str, steps: int | None) -> int | None:
     return None if SAMPLERS[name].steps is None else steps
 
 
-__all__ = ["sampler_steps", "SAMPLERS", "Sampler", "StepCoefficients", "GRIDS", "check_grid", "make_grid",
+__all__ = ["sampler_steps", "SAMPLERS", "Sampler", "GRIDS", "check_grid", "make_grid",
            "power_grid", "uniform_grid", "sample_reverse", "sample_ancestral", "sample_ddim",
            "sample_dpmpp_2m", "sample_ihdm"]

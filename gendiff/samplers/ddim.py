@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .common import linear_step, report, step_pairs
+from .common import check_option, linear_step, report, step_pairs
 
 
 def sample_ddim(denoise, x: Tensor, timesteps, coef, *, generator=None, callback=None,
@@ -14,16 +14,17 @@ def sample_ddim(denoise, x: Tensor, timesteps, coef, *, generator=None, callback
     ancestral sampler. ε̄' = (x̄_t − a_t x̂̄_0)/s_t is the noise consistent with x̂̄_0, so the
     step is (k/s_t) x̄_t + (a_u − k a_t/s_t) x̂̄_0 + c z̄.
     """
+    eta = check_option("eta", eta)
+
     def multipliers(t, u):
         r, var = coef.transition(t, u)
         s_t, s_u2 = coef.s(t), coef.s2(u)
         c2 = eta ** 2 * var * s_u2 / s_t ** 2
         k = (s_u2 - c2).clamp_min(0).sqrt()
-        b = coef.log_a(u).exp() - k * coef.log_a(t).exp() / s_t
-        return k / s_t, b, c2.sqrt() if eta > 0 and u > 0 else None
+        return k / s_t, coef.a(u) - k * coef.a(t) / s_t, c2.sqrt() if eta > 0 and u > 0 else None
 
     for t, u in step_pairs(timesteps, disable, f"ddim(eta={eta:g})"):
-        x0 = denoise(x, t)
-        report(callback, t, x, x0)
-        x = linear_step(coef, ("ddim", eta, t, u), x, x0, generator, lambda: multipliers(t, u))
+        pred = denoise(x, t)
+        report(callback, t, x, pred)
+        x = linear_step(coef, x, pred.x0, generator, multipliers, t, u)
     return x

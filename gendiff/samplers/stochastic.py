@@ -3,26 +3,28 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .common import linear_step, report, step_pairs
+from .common import check_option, linear_step, report, step_pairs
 
 
 def sample_reverse(denoise, x: Tensor, timesteps, coef, *, generator=None, callback=None,
-                   disable=False) -> Tensor:
-    """Reverse-diffusion predictor (Eq. 19–20, index and exponent fixed, docs/math.md, Errata).
+                   disable=False, quiet_steps: int = 2) -> Tensor:
+    """Reverse-diffusion predictor, Eq. 20 (index and exponent fixed, docs/math.md, Errata).
 
-    x̄_{i−1} = (2 − r_i) x̄_i − (σ_i²/s_i) ε̂̄ + σ_i z̄, no noise on the last step, with
-    ε̂̄ = (x̄_i − a_i x̂̄_0)/s_i. Meant for the full grid N..0; on a coarser grid (r, σ) are those
-    of the composed transition t → u.
+    x̄_u = (2 − r) x̄_t − (σ²/s_t) ε̂̄ + σ z̄ with the network's own ε̂̄ (never through x̂̄_0), and
+    no noise on the last ``quiet_steps`` steps (the official loop: 2, docs/benchmarks.md). Meant
+    for the full grid; on a coarser grid (r, σ²) are those of the composed transition t → u.
     """
-    def multipliers(t, u):
-        r, var = coef.transition(t, u)
-        a_t, s_t2 = coef.log_a(t).exp(), coef.s2(t)
-        return 2 - r - var / s_t2, var * a_t / s_t2, var.sqrt() if u > 0 else None
+    quiet_steps = check_option("quiet_steps", quiet_steps, 0, integer=True)
 
-    for t, u in step_pairs(timesteps, disable, "reverse"):
-        x0 = denoise(x, t)
-        report(callback, t, x, x0)
-        x = linear_step(coef, ("reverse", t, u), x, x0, generator, lambda: multipliers(t, u))
+    def multipliers(t, u, noisy):
+        r, var = coef.transition(t, u)
+        return 2 - r, -var / coef.s(t), var.sqrt() if noisy else None
+
+    last = len(timesteps) - 1 - quiet_steps
+    for k, (t, u) in enumerate(step_pairs(timesteps, disable, "reverse")):
+        pred = denoise(x, t)
+        report(callback, t, x, pred)
+        x = linear_step(coef, x, pred.eps, generator, multipliers, t, u, k < last)
     return x
 
 
@@ -36,10 +38,10 @@ def sample_ancestral(denoise, x: Tensor, timesteps, coef, *, generator=None, cal
     def multipliers(t, u):
         r, var = coef.transition(t, u)
         s_t2, s_u2 = coef.s2(t), coef.s2(u)
-        return r * s_u2 / s_t2, coef.log_a(u).exp() * var / s_t2, (var * s_u2 / s_t2).sqrt() if u > 0 else None
+        return r * s_u2 / s_t2, coef.a(u) * var / s_t2, (var * s_u2 / s_t2).sqrt() if u > 0 else None
 
     for t, u in step_pairs(timesteps, disable, "ancestral"):
-        x0 = denoise(x, t)
-        report(callback, t, x, x0)
-        x = linear_step(coef, ("ancestral", t, u), x, x0, generator, lambda: multipliers(t, u))
+        pred = denoise(x, t)
+        report(callback, t, x, pred)
+        x = linear_step(coef, x, pred.x0, generator, multipliers, t, u)
     return x

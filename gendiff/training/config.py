@@ -48,6 +48,8 @@ class TrainConfig:
         sample_n, sample_steps, sampler: what the sample grids use (also the default of
             recipes/sample.py and recipes/evaluate.py for this run).
         clip_x0: clamp x̂_0 to the data range while sampling (DDPM's clip_denoised).
+        last_train_step: train on steps 1..this (None: N; the official blur-diffusion and IHDM
+            code: N − 1); the default sampling grids start there (``Diffusion``).
         num_workers: DataLoader workers.
     """
 
@@ -65,6 +67,7 @@ class TrainConfig:
     sample_steps: int = 50
     sampler: str = "dpm++2m"
     clip_x0: bool = True
+    last_train_step: int | None = None
     num_workers: int = 0
 
     def __post_init__(self):

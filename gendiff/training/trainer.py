@@ -281,7 +281,8 @@ def sample_clip(config: RunConfig) -> tuple[float, float] | None:
 
 def build_diffusion(config: RunConfig) -> Diffusion:
     return Diffusion(build_basis(config.basis), build_schedule(config.schedule),
-                     parameterization=build_parameterization(config.parameterization))
+                     parameterization=build_parameterization(config.parameterization),
+                     last_train_step=config.train.last_train_step)
 
 
 def load_run(ckpt: str | Path, device="cpu"):
