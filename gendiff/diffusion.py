@@ -191,9 +191,8 @@ class Diffusion:
         return make_grid(start, steps or spec.steps or start, spec.grid)
 
     def _sampler(self, name: str):
-        if name not in SAMPLERS:
-            raise ValueError(f"unknown sampler {name!r}; valid: {sorted(SAMPLERS)}")
-        return SAMPLERS[name]
+        """The registered :class:`Sampler` ``name``, or the one at the import path ``name``."""
+        return SAMPLERS.resolve(name)
 
     @torch.no_grad()
     def sample(self, model: Model, shape: Sequence[int], *, sampler: str = "dpm++2m",

@@ -109,6 +109,12 @@ class Registry:
         self._entries[name] = obj
         return obj
 
+    def unregister(self, name: str) -> Any:
+        """Remove and return the entry registered as ``name`` (for temporary registrations)."""
+        if name not in self._entries:
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid names: {self.names()}")
+        return self._entries.pop(name)
+
     def resolve(self, name: str) -> Any:
         """The entry registered as ``name``, or the object at the import path ``name``."""
         if isinstance(name, str) and ":" in name:

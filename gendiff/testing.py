@@ -54,7 +54,10 @@ def _plane(basis) -> tuple[int, int]:
 def check_rates(basis) -> dict[str, float]:
     """ρ is a float64 tensor of shape (1, H, W), finite and ≥ 0 (docs/math.md, Notation)."""
     name, (H, W) = type(basis).__name__, _plane(basis)
-    rho = basis.rates
+    try:
+        rho = basis.rates
+    except (TypeError, ValueError) as e:  # an OrthoBasis refuses bad rates itself, saying why
+        raise ConformanceError(str(e)) from e
     _require(isinstance(rho, Tensor), f"{name}.rates", f"must be a torch.Tensor, got {type(rho).__name__}")
     _require(tuple(rho.shape) == (1, H, W), f"{name}.rates",
              f"must have shape (1, {H}, {W}) (one rate per coordinate, broadcast over channels), "
@@ -235,23 +238,26 @@ REFERENCE_SAMPLERS = ("ddim", "ancestral", "dpm++2m")
 def registered_sampler(sampler, grid: str = "uniform", steps: int | None = 50):
     """Yield a name under which ``Diffusion.sample`` finds ``sampler``; unregister afterwards.
 
-    ``sampler``: a registered name, a :class:`gendiff.samplers.Sampler`, or a plain sampler
-    function ``fn(denoise, x, timesteps, coef, *, generator, callback, disable, **opts)``
+    ``sampler``: a registered name or import path, a :class:`gendiff.samplers.Sampler`, or a
+    plain sampler function ``fn(denoise, x, timesteps, coef, *, generator, callback, disable, **opts)``
     (registered with ``grid`` and ``steps``). The one place that knows how the registry works.
     """
     from gendiff.samplers import SAMPLERS, Sampler
     if isinstance(sampler, str):
-        _require(sampler in SAMPLERS, "check_sampler", f"unknown sampler {sampler!r}; registered: {sorted(SAMPLERS)}")
+        try:
+            SAMPLERS.resolve(sampler)  # a registered name or an import path
+        except (ImportError, TypeError, ValueError) as e:
+            raise ConformanceError(f"check_sampler: {e}") from e
         yield sampler
         return
     spec = sampler if isinstance(sampler, Sampler) else Sampler(sampler, grid, steps)
     _require(callable(spec.fn), "check_sampler", f"a sampler must be a name or a function, got {sampler!r}")
-    name = f"_checked:{getattr(spec.fn, '__name__', 'sampler')}:{id(spec)}"
-    SAMPLERS[name] = spec
+    name = f"_checked-{getattr(spec.fn, '__name__', 'sampler')}-{id(spec)}"
+    SAMPLERS.register(name, spec)
     try:
         yield name
     finally:
-        SAMPLERS.pop(name, None)
+        SAMPLERS.unregister(name)
 
 
 def default_diffusion(size: int = 8):

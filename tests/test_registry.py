@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gendiff import build_basis
+from gendiff import Diffusion, build_basis
 from gendiff.bases import BASES, IdentityBasis, OrthoBasis
 from gendiff.models import PRESETS
 from gendiff.parameterization import PARAMETERIZATIONS
@@ -27,7 +27,10 @@ PLUGIN = '''
 import numpy as np
 
 from gendiff.bases import IdentityBasis
+from gendiff.samplers import Sampler, sample_ancestral
 from gendiff.schedules.speed import SPEEDS
+
+TEN_ANCESTRAL = Sampler(sample_ancestral, "uniform", 10)
 
 
 class TaggedIdentity(IdentityBasis):
@@ -165,3 +168,20 @@ def test_old_dict_style_access_still_works():
     assert sorted(SPEEDS) == SPEEDS.names() and "quartic" in SPEEDS
     assert all(issubclass(cls, OrthoBasis) for cls in BASES.values())
     assert torch.equal(build_basis({"name": "identity", "shape": [2, 2]}).rates, torch.zeros(1, 2, 2, dtype=torch.float64))
+
+
+def test_a_sampler_resolves_by_import_path_and_a_temporary_one_unregisters(plugin):
+    d = Diffusion(IdentityBasis((2, 2)), VPBlurSchedule(N=20))
+    path = "mylab_plugin:TEN_ANCESTRAL"
+    assert len(d.grid(path)) == 11  # its own default of 10 steps
+
+    def draw(sampler, steps=None):
+        return d.sample(lambda x, i: 0.1 * x, (3, 1, 2, 2), sampler=sampler, steps=steps,
+                        generator=torch.Generator().manual_seed(0), progress=False, dtype=torch.float64)
+    assert torch.equal(draw(path), draw("ancestral", 10))
+    spec = SAMPLERS.resolve(path)
+    SAMPLERS.register("tmp-ancestral", spec)
+    assert "tmp-ancestral" in SAMPLERS and SAMPLERS.unregister("tmp-ancestral") is spec
+    assert "tmp-ancestral" not in SAMPLERS
+    with pytest.raises(UnknownNameError, match="unknown sampler 'tmp-ancestral'"):
+        SAMPLERS.unregister("tmp-ancestral")
