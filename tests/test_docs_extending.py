@@ -2,7 +2,6 @@
 basis, a schedule, a sampler and a network, check them with gendiff.testing, train and sample."""
 import re
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -21,10 +20,13 @@ def test_extending_md_runs_and_its_components_work():
     blocks = python_blocks(DOC.read_text())
     assert len(blocks) >= 6, f"expected the example blocks in {DOC}, found {len(blocks)}"
     ns = {"__name__": "extending_md"}
-    with mock.patch.dict(SAMPLERS):  # the page registers "my-ancestral"; undo it afterwards
+    try:
         for k, code in enumerate(blocks):
             exec(compile(code, f"{DOC.name}[block {k}]", "exec"), ns)
         assert "my-ancestral" in SAMPLERS
+    finally:  # the page registers "my-ancestral"; undo it
+        if "my-ancestral" in SAMPLERS:
+            SAMPLERS.unregister("my-ancestral")
     assert "my-ancestral" not in SAMPLERS
     # what the page claims, checked on its own objects
     basis, diffusion, samples = ns["basis"], ns["diffusion"], ns["samples"]
