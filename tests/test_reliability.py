@@ -150,7 +150,7 @@ def test_sample_shape_and_dtype_are_checked():
      r"unknown basis 'nope'; valid names: \[.*'blur'.*'wavelet'\]"),
     (lambda: build_schedule({"name": "nope"}), r"unknown schedule 'nope'; valid names: \[.*'heat'.*'vp_blur'\]"),
     (lambda: blur8().sample(zero_model, (1, 1, 8, 8), sampler="euler"),
-     r"unknown sampler 'euler'; valid: \[.*'dpm\+\+2m'.*\]"),
+     r"unknown sampler 'euler'; valid names: \[.*'dpm\+\+2m'.*\] or an import path"),
     (lambda: build_parameterization({"name": "v"}), r"unknown parameterization 'v'; valid names: \['eps', 'residual_mean'\]"),
     (lambda: EpsPrediction("snr"), r"unknown weighting 'snr'; valid: \['eps', 'score'\]"),
     (lambda: build_prior({"name": "nope"}), r"unknown prior 'nope'; valid names: \['blurred_data', 'gaussian'\]"),
