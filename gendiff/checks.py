@@ -9,9 +9,12 @@ from torch import Tensor
 
 
 def check_steps(i: Tensor, like: Tensor, N: int, lo: int = 0, what: str = "steps") -> Tensor:
-    """Steps as a LongTensor (B,) or (1,) in lo..N on ``like``'s device."""
+    """Steps as a LongTensor (B,) or (1,) in lo..N on ``like``'s device; a scalar (an int or a
+    0-d tensor) is the same step for the whole batch, returned as (B,)."""
     # Steps on another device than the data are moved to it (they are B integers).
     i = torch.as_tensor(i, device=like.device)
+    if i.dim() == 0 and i.dtype in (torch.int64, torch.int32):
+        i = i.to(torch.long).expand(like.shape[0])
     if i.dtype not in (torch.int64, torch.int32) or i.dim() != 1:
         raise TypeError(f"steps must be a LongTensor of shape (B,), got {i.dtype} {tuple(i.shape)}")
     if i.shape[0] not in (1, like.shape[0]):
@@ -65,13 +68,6 @@ def check_data(x: Tensor, basis, name: str = "x0") -> None:
                          f"{basis.shape[1]}), got shape {tuple(x.shape)}")
     basis.check_input(x)
 
-
-def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
-    # torch's own error ("Expected a 'cpu' device type for generator") does not say which
-    # tensor is where or what to do about it.
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(f"generator is on {generator.device} but the data are on {device}; "
-                         f"use torch.Generator({str(device)!r})")
 
 
 def call_model(model: Callable, x: Tensor, i: Tensor, finite: bool = True) -> Tensor:

@@ -14,12 +14,13 @@ import torch
 from torch import Tensor
 
 from gendiff.bases import OrthoBasis
-from gendiff.checks import (call_model, check_step_count, check_data, check_finite, check_generator,
+from gendiff.checks import (call_model, check_step_count, check_data, check_finite,
                             check_shape, check_step_range, check_steps)
 from gendiff.coefficients import Coefficients
 from gendiff.parameterization import EpsPrediction, Parameterization, Prediction
 from gendiff.precision import caller_autocast, full_precision
 from gendiff.priors import natural_prior
+from gendiff.randomness import Generators, check_generator, generator_device, randint, randn
 from gendiff.samplers import SAMPLERS, check_grid, make_grid
 from gendiff.schedules import Schedule
 
@@ -113,7 +114,7 @@ class Diffusion:
         return a.to(like.dtype), s.to(like.dtype)
 
     def q_sample(self, x0: Tensor, i: Tensor, noise: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                 generator: Generators = None) -> tuple[Tensor, Tensor]:
         """x_i = U(a_i ⊙ Uᵀx_0 + s_i ⊙ Uᵀε) (Eq. 8); returns (x_i, ε) with ε in pixel space.
 
         Args:
@@ -122,11 +123,11 @@ class Diffusion:
             noise: pixel-space ε; drawn (with ``generator``) when omitted.
         """
         check_data(x0, self.basis)
-        check_generator(generator, x0.device)
+        check_generator(generator, x0.device, x0.shape[0])
         check_finite(x0, "x0", self.check_finite)
         a, s = self._cast_marginal(i, x0)
         if noise is None:
-            eps_bar = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+            eps_bar = randn(x0.shape, generator, x0.dtype, x0.device)
             noise = self.from_basis(eps_bar)
         else:
             if not isinstance(noise, Tensor) or noise.shape != x0.shape:
@@ -137,7 +138,7 @@ class Diffusion:
         return self.from_basis(a * self.to_basis(x0) + s * eps_bar), noise
 
     def loss(self, model: Model, x0: Tensor, *, i: Tensor | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: Generators = None) -> Tensor:
         """The parameterization's training loss (Eq. 18 by default), a scalar.
 
         Args:
@@ -150,9 +151,9 @@ class Diffusion:
         if x0.shape[0] == 0:
             raise ValueError("loss needs a non-empty batch, got x0 of shape "
                              f"{tuple(x0.shape)} (the mean over 0 elements is NaN)")
-        check_generator(generator, x0.device)
+        check_generator(generator, x0.device, x0.shape[0])
         if i is None:
-            i = torch.randint(1, self.last_train_step + 1, (x0.shape[0],), generator=generator, device=x0.device)
+            i = randint(1, self.last_train_step + 1, x0.shape[0], generator, x0.device)
         i = check_steps(i, x0, self.N, 1, "loss")
         amp = caller_autocast(x0.device)
 
@@ -197,7 +198,7 @@ class Diffusion:
     @torch.no_grad()
     def sample(self, model: Model, shape: Sequence[int], *, sampler: str = "dpm++2m",
                steps: int | None = None, timesteps: Sequence[int] | None = None, start: int | None = None,
-               generator: torch.Generator | None = None, callback: Callable | None = None,
+               generator: Generators = None, callback: Callable | None = None,
                progress: bool = True, prior: Callable | None = None,
                clip_x0: tuple[float, float] | None = None, dtype: torch.dtype = torch.float32,
                device=None, **sampler_kwargs) -> Tensor:
@@ -230,8 +231,8 @@ class Diffusion:
         grid = self.grid(sampler, steps, timesteps, start)
         shape = check_shape(shape, dtype, self.basis)
         device = torch.device(device) if device is not None else (
-            generator.device if generator is not None else torch.device("cpu"))
-        check_generator(generator, device)
+            generator_device(generator) or torch.device("cpu"))
+        check_generator(generator, device, shape[0])
         check_sampling(self, grid, clip_x0, dtype)
         prior = natural_prior(self.schedule) if prior is None else prior
         coef = self.coefficients(device, dtype)

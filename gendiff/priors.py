@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from gendiff.randomness import generator_device, randint, randn
 from gendiff.registry import Registry
 
 
@@ -17,7 +18,7 @@ def gaussian_prior(diffusion, shape, t0: int, generator, dtype, device) -> Tenso
     """x̄_{t0} ~ N(0, diag(s_{t0}²)): the marginal with the data's contribution a_{t0} x̄_0 dropped
     (docs/math.md, Conventions; exact in the limit a → 0)."""
     s = diffusion.coefficients(device).s(t0)
-    return s.to(dtype) * torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    return s.to(dtype) * randn(shape, generator, dtype, device)
 
 
 class BlurredDataPrior:
@@ -38,11 +39,10 @@ class BlurredDataPrior:
         self.data, self.delta_scale = data, float(delta_scale)
 
     def __call__(self, diffusion, shape, t0: int, generator, dtype, device) -> Tensor:
-        dev = generator.device if generator is not None else torch.device("cpu")
-        idx = torch.randint(len(self.data), (shape[0],), generator=generator, device=dev).tolist()
+        idx = randint(0, len(self.data), shape[0], generator, generator_device(generator) or "cpu").tolist()
         x0 = torch.stack([torch.as_tensor(self.data[k]) for k in idx]).to(device=device, dtype=dtype)
         coef = diffusion.coefficients(device)
-        noise = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        noise = randn(shape, generator, dtype, device)
         return coef.a(t0).to(dtype) * diffusion.to_basis(x0) + (self.delta_scale * coef.s(t0)).to(dtype) * noise
 
 

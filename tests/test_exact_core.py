@@ -182,3 +182,44 @@ def test_the_forms_of_a_prediction_are_one_prediction(form, clip):
         assert float((p.signal(u) - coef.a(u) * p.x0).abs().max()) < 1e-12
     if clip is not None:
         assert float(p.x0.abs().max()) <= 0.3
+
+
+def test_per_sample_generators_make_sample_k_independent_of_the_batch():
+    """A list of generators (diffusers' convention): sample k of a batch of 4 equals the batch
+    of 1 drawn with generator k, for every stochastic sampler and the Gaussian prior."""
+    from gendiff import DCTBasis, Diffusion
+    from gendiff.oracle import oracle_model
+    from gendiff.schedules import VPBlurSchedule
+
+    d = Diffusion(DCTBasis((8, 8)), VPBlurSchedule("quartic", 0.5, N=100))
+    model = oracle_model(d, torch.linspace(0.1, 1.0, 64, dtype=torch.float64).reshape(1, 8, 8))
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    for sampler in ("reverse", "ancestral", "ddim", "dpm++2m"):
+        kw = {"eta": 1.0} if sampler == "ddim" else {}
+        four = d.sample(model, (4, 2, 8, 8), sampler=sampler, steps=None if sampler == "reverse" else 10,
+                        generator=gens([0, 1, 2, 3]), progress=False, dtype=torch.float64, **kw)
+        one = d.sample(model, (1, 2, 8, 8), sampler=sampler, steps=None if sampler == "reverse" else 10,
+                       generator=gens([2]), progress=False, dtype=torch.float64, **kw)
+        torch.testing.assert_close(one[0], four[2], rtol=0, atol=1e-12, msg=sampler)
+        assert not torch.allclose(four[1], four[2])  # different seeds, different samples
+
+
+def test_generator_lists_are_checked_and_q_sample_takes_a_scalar_step():
+    from gendiff import Diffusion, IdentityBasis
+    from gendiff.schedules import VPBlurSchedule
+
+    d = Diffusion(IdentityBasis((4, 4)), VPBlurSchedule(N=10))
+    x0 = torch.zeros(3, 1, 4, 4)
+    with pytest.raises(ValueError, match="one per sample: batch size 3, got 2"):
+        d.q_sample(x0, 5, generator=[torch.Generator(), torch.Generator()])
+    with pytest.raises(TypeError, match="torch.Generator or a list of them"):
+        d.q_sample(x0, 5, generator=[0, 1, 2])
+    noise = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    scalar, _ = d.q_sample(x0.double() + 1, 5, noise=noise)
+    batched, _ = d.q_sample(x0.double() + 1, torch.full((3,), 5), noise=noise)
+    torch.testing.assert_close(scalar, batched, rtol=0, atol=0)
+    loss = d.loss(lambda x, i: torch.zeros_like(x), x0, i=torch.tensor(5))
+    assert torch.isfinite(loss)

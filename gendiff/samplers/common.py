@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from gendiff.randomness import Generators, randn
+
 
 def linear_step(coef, x: Tensor, v: Tensor, generator, multipliers: Callable[..., tuple], *args) -> Tensor:
     """x̄_u = A ⊙ x̄_t + B ⊙ v + C ⊙ z̄, the form of every first-order step here.
@@ -34,9 +36,10 @@ def linear_step(coef, x: Tensor, v: Tensor, generator, multipliers: Callable[...
     return out if c is None else torch.addcmul(out, c, noise_like(x, generator))
 
 
-def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Fresh white noise, drawn directly in coefficient space (it is basis-invariant)."""
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+def noise_like(x: Tensor, generator: Generators) -> Tensor:
+    """Fresh white noise, drawn directly in coefficient space (it is basis-invariant); one
+    generator per sample when ``generator`` is a list (``gendiff.randomness``)."""
+    return randn(x.shape, generator, x.dtype, x.device)
 
 
 def step_pairs(timesteps: list[int], disable: bool, desc: str):
