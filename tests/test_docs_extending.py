@@ -2,7 +2,6 @@
 basis, a schedule, a sampler and a network, check them with gendiff.testing, train and sample."""
 import re
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -17,15 +16,14 @@ def python_blocks(text: str) -> list[str]:
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")  # diffusers'
-def test_extending_md_runs_and_its_components_work():
+def test_extending_md_runs_and_its_components_work(monkeypatch):
     blocks = python_blocks(DOC.read_text())
     assert len(blocks) >= 6, f"expected the example blocks in {DOC}, found {len(blocks)}"
     ns = {"__name__": "extending_md"}
-    with mock.patch.dict(SAMPLERS):  # the page registers "my-ancestral"; undo it afterwards
-        for k, code in enumerate(blocks):
-            exec(compile(code, f"{DOC.name}[block {k}]", "exec"), ns)
-        assert "my-ancestral" in SAMPLERS
-    assert "my-ancestral" not in SAMPLERS
+    monkeypatch.setattr(SAMPLERS, "_entries", dict(SAMPLERS._entries))  # the page registers "my-ancestral"
+    for k, code in enumerate(blocks):
+        exec(compile(code, f"{DOC.name}[block {k}]", "exec"), ns)
+    assert "my-ancestral" in SAMPLERS
     # what the page claims, checked on its own objects
     basis, diffusion, samples = ns["basis"], ns["diffusion"], ns["samples"]
     u = basis.U
@@ -35,6 +33,7 @@ def test_extending_md_runs_and_its_components_work():
     assert samples.shape == (16, 1, 8, 8) and torch.isfinite(samples).all()
     assert ns["fast"].shape == (16, 1, 8, 8) and torch.isfinite(ns["fast"]).all()
     assert torch.isfinite(ns["loss"])
+    assert ns["ckpt"].is_file() and ns["trainer"].step == 5  # the Trainer with ready components
 
 
 def test_the_blocks_are_found():
