@@ -133,6 +133,8 @@ class Trainer:
         path = Path(path) if path else latest_checkpoint(self.run_dir)
         if path is None or not path.is_file():
             return False
+        if not self._is_setup:
+            self.setup()
         state = load_checkpoint(path)  # weights_only, hash checked; CheckpointError names the file
         self._check_same_run(path, state.get("config", {}))
         try:
