@@ -238,3 +238,16 @@ def test_help_shows_the_defaults(recipes, capsys, recipe):
     assert "(default:" in text, recipe
     if recipe not in ("sample", "evaluate"):
         assert "--basis" in text and "--threads" in text and "--no-figures" in text
+
+
+def test_sample_refuses_steps_for_ihdm_and_names_the_folder_by_what_ran(recipes, tmp_path, capsys):
+    import heat_dissipation
+    import sample
+    run = heat_dissipation.main(["--K", "10", "--size", "8", "--model", "tiny", "--steps", "1", "--batch-size", "2",
+                                 "--threads", "1", "--no-figures", "--out", str(tmp_path), "--name", "ihdm"])
+    ckpt = str(run / "last.ckpt")
+    with pytest.raises(SystemExit, match="sampler 'ihdm' always takes all N=10 steps"):
+        sample.main(["--ckpt", ckpt, "--steps", "3", "--n", "1", "--device", "cpu", "--threads", "1"])
+    assert not list(run.glob("samples-*"))
+    out = sample.main(["--ckpt", ckpt, "--n", "1", "--device", "cpu", "--threads", "1"])
+    assert out.name == "samples-ihdm-10" and (out / "000000.png").is_file()
