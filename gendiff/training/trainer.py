@@ -136,7 +136,7 @@ class Trainer:
         if not self._is_setup:
             self.setup()
         state = load_checkpoint(path)  # weights_only, hash checked; CheckpointError names the file
-        self._check_same_run(path, state.get("config", {}))
+        check_same_run(path, state.get("config", {}), self.config.to_dict())
         try:
             self.raw_model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
@@ -147,20 +147,6 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} does not fit this run: {type(e).__name__}: "
                                   f"{str(e)[:300]}") from e
         return True
-
-    def _check_same_run(self, path: Path, saved: dict) -> None:
-        """Refuse to continue a checkpoint of a different process under the same name."""
-        ours = self.config.to_dict()
-        keys = ["basis", "schedule", "parameterization", "prior", "model"]
-        diff = [k for k in keys if k in saved and saved[k] != ours[k]]
-        diff += [f"data.{k}" for k in ("spec", "size", "channels") if saved.get("data", {}).get(k) != ours["data"][k]]
-        if diff:
-            first = diff[0].split(".")
-            was = saved.get(first[0]) if len(first) == 1 else saved.get("data", {}).get(first[1])
-            now = ours[first[0]] if len(first) == 1 else ours["data"][first[1]]
-            raise CheckpointError(f"{path} was trained with a different {', '.join(diff)} "
-                                  f"(saved {_short(was)}, this run {_short(now)}); use another --name or --out, "
-                                  "or start over with --overwrite")
 
     def _loader(self):
         t = self.config.train
@@ -280,6 +266,20 @@ class Trainer:
         x0 = torch.stack([self.dataset[k] for k in range(min(6, len(self.dataset)))])
         forward_strip(self.diffusion, x0, self.run_dir / "forward.png",
                       value_range=self.config.data.value_range, generator=torch.Generator().manual_seed(0))
+
+
+def check_same_run(path: Path, saved: dict, ours: dict) -> None:
+    """Refuse to continue a checkpoint of a different process under the same name."""
+    keys = ["basis", "schedule", "parameterization", "prior", "model"]
+    diff = [k for k in keys if k in saved and saved[k] != ours[k]]
+    diff += [f"data.{k}" for k in ("spec", "size", "channels") if saved.get("data", {}).get(k) != ours["data"][k]]
+    if diff:
+        first = diff[0].split(".")
+        was = saved.get(first[0]) if len(first) == 1 else saved.get("data", {}).get(first[1])
+        now = ours[first[0]] if len(first) == 1 else ours["data"][first[1]]
+        raise CheckpointError(f"{path} was trained with a different {', '.join(diff)} "
+                              f"(saved {_short(was)}, this run {_short(now)}); use another --name or --out, "
+                              "or start over with --overwrite")
 
 
 def _install_signal_handlers(trainer: Trainer):
