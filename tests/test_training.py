@@ -195,3 +195,25 @@ def test_metrics_log_lr_grad_norm_ema_decay_and_throughput(tmp_path):
         assert float(r["ema_decay"]) == pytest.approx(min(0.99, n / (9 + n)))  # warm-up at the last update
     fabric_csv = list((tmp_path / "log" / "logs").glob("version_*/metrics.csv"))
     assert len(fabric_csv) == 1 and "grad_norm" in fabric_csv[0].read_text()
+
+
+def test_sample_grids_go_to_tensorboard_as_images_and_to_pngs(tmp_path):
+    from types import SimpleNamespace
+
+    from lightning_fabric.loggers import TensorBoardLogger
+
+    from gendiff.training.logs import RunLog
+
+    class FakeTensorBoard(TensorBoardLogger):  # records add_image calls; needs no tensorboard
+        def __init__(self):
+            self.images = []
+
+        @property
+        def experiment(self):
+            return SimpleNamespace(add_image=lambda tag, img, step: self.images.append((tag, tuple(img.shape), step)))
+
+    tb = FakeTensorBoard()
+    log = RunLog(SimpleNamespace(loggers=[tb]), tmp_path, 0, 4)
+    png = log.images("samples", torch.zeros(4, 1, 8, 8), (-1.0, 1.0), 30)
+    assert png == tmp_path / "samples" / "step-0000030.png" and png.is_file()
+    assert tb.images == [("samples", (3, 19, 19), 30)]  # a 2×2 grid of 8×8 with 1-px padding

@@ -56,11 +56,12 @@ class RunLog:
 
     def images(self, tag: str, x, value_range, step: int) -> Path:
         """A sample grid: to TensorBoard when present, and as a PNG under ``<run>/samples``."""
+        from lightning_fabric.loggers import TensorBoardLogger
+
         grid = grid_image(x, value_range)
         for logger in self.fabric.loggers:
-            add_image = getattr(getattr(logger, "experiment", None), "add_image", None)
-            if callable(add_image) and type(logger).__name__ == "TensorBoardLogger":
-                add_image(tag, grid, step)
+            if isinstance(logger, TensorBoardLogger):  # its experiment is a SummaryWriter
+                logger.experiment.add_image(tag, grid, step)
         return save_grid(x, self.run_dir / "samples" / f"step-{step:07d}.png", value_range)
 
     def close(self) -> None:
