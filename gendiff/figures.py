@@ -10,12 +10,17 @@ from torchvision.utils import make_grid, save_image
 from gendiff.value_range import map_range
 
 
+def grid_image(x: Tensor, value_range=(-1.0, 1.0), nrow: int | None = None) -> Tensor:
+    """A (B, C, H, W) batch as one (3, H', W') image in [0, 1] (``nrow`` per row, default √B)."""
+    nrow = nrow or max(1, int(round(x.shape[0] ** 0.5)))
+    return make_grid(map_range(x.detach().cpu(), value_range, clamp=True), nrow=nrow, padding=1, pad_value=1.0)
+
+
 def save_grid(x: Tensor, path: str | Path, value_range=(-1.0, 1.0), nrow: int | None = None) -> Path:
     """Save a (B, C, H, W) batch as one PNG grid (``nrow`` images per row, default √B)."""
-    nrow = nrow or max(1, int(round(x.shape[0] ** 0.5)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(map_range(x.cpu(), value_range, clamp=True), nrow=nrow, padding=1, pad_value=1.0), path)
+    save_image(grid_image(x, value_range, nrow), path)
     return path
 
 

@@ -1,26 +1,43 @@
 """What every training recipe shares: the flags, the embedded CPU demo settings and the run.
 
-Recipes parse argv; the library never does.
+Recipes parse argv; the library never does. A recipe builds its own RunConfig from its defaults
+and calls :func:`run`, which applies the component flags added by :func:`add_run_args`
+(``--basis``, ``--schedule``, ``--speed``, ``--parameterization``, ``--prior``, ``--model``, each
+a registered name or an import path ``package.module:Name`` with ``--<flag>-args '{JSON}'``;
+``--size``, ``--channels``; ``--config run.json``) through :func:`configure`, so every recipe
+takes them without code of its own.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import inspect
+import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+# `--basis mylab.bases:PCABasis` finds mylab in the folder the command runs from, as `python -m`
+# would; appended, so it never shadows an installed module.
+sys.path.append(os.getcwd())
 
+from gendiff.bases import BASES  # noqa: E402
 from gendiff.figures import trajectory  # noqa: E402
-from gendiff.models import PRESETS as MODELS  # noqa: E402
-from gendiff.samplers import sampler_steps  # noqa: E402
+from gendiff.models import PRESETS as MODELS, UNetConfig  # noqa: E402
+from gendiff.parameterization import PARAMETERIZATIONS  # noqa: E402
+from gendiff.priors import PRIORS  # noqa: E402
+from gendiff.registry import import_object  # noqa: E402
+from gendiff.schedules import SCHEDULES  # noqa: E402
+from gendiff.schedules.speed import SPEEDS  # noqa: E402
 from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirError, RunLock,  # noqa: E402
-                              TrainConfig, Trainer, build_diffusion, check_run_name, claim_run_dir, sample_clip)
+                              TrainConfig, Trainer, build_diffusion, check_run_name, claim_run_dir, sample_clip,
+                              sampling_steps)
 from gendiff.data.lsun import LMDBError  # noqa: E402
 from gendiff.training.config import ConfigError  # noqa: E402
 
@@ -64,15 +81,105 @@ def run_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The recipe's docstring as written, and every flag's default in ``--help``."""
+
+    def _format_action(self, action):
+        if not action.help and action.option_strings and _shown(action.default):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"  # argparse prints nothing for a flag without help
+        return super()._format_action(action)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" not in text and action.option_strings and _shown(action.default):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _shown(default) -> bool:
+    return not (default is None or default is False or default is argparse.SUPPRESS)
+
+
+def json_object(text: str) -> dict:
+    """An argparse type: a JSON object of keyword arguments, e.g. ``'{"patches": 4096}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"patches\": 4096}}', got {text!r} "
+                                         f"({e.msg} at character {e.pos})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object (keyword arguments), got {type(value).__name__} "
+                                         f"{text!r}")
+    if "name" in value:
+        raise argparse.ArgumentTypeError("must not contain 'name': the component itself is the flag without -args")
+    return value
+
+
+def component(registry, kind: str):
+    """An argparse type: a name in ``registry`` or an import path it resolves (imported now, so a
+    typo or a module that is not on the path stops the run before any work)."""
+    def parse(text: str) -> str:
+        try:
+            registry.resolve(text)
+        except (ImportError, ValueError, TypeError, KeyError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+    parse.__name__ = kind
+    return parse
+
+
+def network(text: str) -> str:
+    """An argparse type for ``--model``: a UNet preset, or an import path of a UNetConfig, an
+    ``nn.Module`` class or a function returning one."""
+    try:
+        obj = import_object(text, "network") if ":" in text else MODELS.resolve(text)
+    except (ImportError, ValueError, KeyError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not (isinstance(obj, UNetConfig) or callable(obj)):
+        raise argparse.ArgumentTypeError(f"{text!r} is a {type(obj).__name__}: expected a UNet preset, a UNetConfig, "
+                                         "an nn.Module class or a function returning one")
+    return text
+
+
+# (flag, registry, what) for every component flag; --model is handled by `network`.
+COMPONENTS = [("basis", BASES, "basis"), ("schedule", SCHEDULES, "schedule"), ("speed", SPEEDS, "blur speed"),
+              ("parameterization", PARAMETERIZATIONS, "parameterization"), ("prior", PRIORS, "prior")]
+
+
+def add_component_args(p: argparse.ArgumentParser) -> None:
+    """``--<component>`` and ``--<component>-args`` for each component, ``--size``, ``--channels``."""
+    g = p.add_argument_group("components (a registered name or an import path package.module:Name; "
+                             "default: the recipe's)")
+    for flag, registry, what in COMPONENTS:
+        g.add_argument(f"--{flag}", type=component(registry, what), metavar="NAME",
+                       help=f"{what}: one of {registry.names()} or package.module:Name")
+        g.add_argument(f"--{flag}-args", type=json_object, metavar="JSON",
+                       help=f"keyword arguments of the {what}, a JSON object"
+                       + (" (f_N, f_1)" if flag == "speed" else ""))
+    g.add_argument("--model", type=network, metavar="NAME",
+                   help=f"network: a UNet preset {MODELS.names()}, or package.module:Name of a UNetConfig, "
+                        "an nn.Module class (called as model(x, i)) or a function returning one")
+    g.add_argument("--model-args", type=json_object, metavar="JSON",
+                   help="UNetConfig fields, or the keyword arguments of a custom network")
+    if "--size" not in p._option_string_actions:
+        g.add_argument("--size", type=int_at_least(1), help="image side (resizes the data, the basis and the UNet)")
+    g.add_argument("--channels", type=int_at_least(1), help="image channels (data and network)")
+    g.add_argument("--config", metavar="RUN.JSON",
+                   help="run from this config.json (as a run writes it); flags given explicitly override it")
+
+
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    """Flags for naming, optimisation, devices and resumption (each checked as it is parsed)."""
+    """Flags for naming, optimisation, devices, resumption and the components (each checked as it
+    is parsed); ``--help`` shows every default."""
+    p.formatter_class = HelpFormatter
+    before = set(p._option_string_actions)
     p.add_argument("--name", type=run_name, help="run name (the folder under --out)")
-    p.add_argument("--out", default="runs")
-    p.add_argument("--steps", type=int_at_least(1))
+    p.add_argument("--out", default="runs", help="folder that holds the run folders")
+    p.add_argument("--steps", type=int_at_least(1), help="training steps")
     p.add_argument("--batch-size", type=int_at_least(1))
     p.add_argument("--lr", type=float_in(0.0, open_lo=True))
     p.add_argument("--ema-decay", type=float_in(0.0, 1.0))
-    p.add_argument("--model", choices=sorted(MODELS), help="UNet preset")
     p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--ckpt-every", type=int_at_least(1))
     p.add_argument("--sample-every", type=int_at_least(0), help="0: no sample grids during training")
@@ -83,11 +190,63 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="auto", help="auto, ddp, …")
     p.add_argument("--num-nodes", type=int_at_least(1), default=1)
     p.add_argument("--precision", default="32-true", help="32-true (the papers) or bf16-mixed")
+    p.add_argument("--threads", type=int_at_least(1),
+                   help="torch CPU threads (default: the cores the machine's load leaves free, at least 1)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="skip forward.png, trajectory.png and samples.png (checkpoint and logs only)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue from <out>/<name>/last.ckpt (must exist)")
     start.add_argument("--overwrite", action="store_true",
                        help="start over in an existing run folder (its last.ckpt and metrics.csv are removed)")
     p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+    add_component_args(p)
+    common = {p._option_string_actions[o].dest for o in set(p._option_string_actions) - before} | {"data", "size"}
+    _track_explicit(p, common)
+
+
+def _track_explicit(p: argparse.ArgumentParser, common: set[str]) -> None:
+    """Make ``p.parse_args`` also record which flags were given (``args.explicit``) and which of
+    those are the recipe's own (``args.recipe_flags``): ``--config`` lets only explicit flags
+    override the file. The parser is wrapped here so no recipe needs to change."""
+    parse = p.parse_args
+
+    def parse_args(argv=None, namespace=None):
+        args = parse(argv, namespace)
+        saved = {a: a.default for a in p._actions}
+        try:
+            for a in p._actions:
+                a.default = argparse.SUPPRESS
+            given, _ = p.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+        finally:
+            for a, d in saved.items():
+                a.default = d
+        args.explicit = set(vars(given)) - {"help"}
+        args.recipe_flags = sorted(args.explicit - common)
+        # A recipe reads args.model as a UNet preset; a custom network is applied by configure().
+        args.network = None
+        if args.model and ":" in args.model and not isinstance(import_object(args.model, "network"), UNetConfig):
+            args.network, args.model = args.model, None
+        return args
+
+    p.parse_args = parse_args
+
+
+def set_threads(requested: int | None, on_cpu: bool = True) -> int:
+    """Set and print torch's CPU thread count: ``requested``, else the cores the load leaves free.
+
+    Why: torch's default (one thread per core) makes every op wait for its slowest thread; with
+    one other busy process on a 2-core machine, the demo stalled for minutes at a time (issue
+    13). The default is cores − (1-minute load average, rounded), at least 1, read before this
+    process does any work, so a busy machine gets fewer threads and an idle one all of them.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    n = requested or max(1, min(cores, cores - round(load)))
+    torch.set_num_threads(n)
+    if on_cpu:
+        why = "--threads" if requested else f"{cores} cores, load {load:.1f}; --threads to change"
+        print(f"torch threads: {n} ({why})")
+    return n
 
 
 def add_data_args(p: argparse.ArgumentParser, size: int) -> None:
@@ -112,7 +271,8 @@ def data_channels(spec: str) -> int:
 
 
 def model_dict(args, channels: int, default: str = "small") -> dict:
-    """The chosen UNet preset sized for ``--size`` and ``channels``, as a config dict."""
+    """The chosen UNet preset sized for ``--size`` and ``channels``, as a config dict (a custom
+    ``--model`` replaces it in :func:`configure`)."""
     m = MODELS[args.model or default]
     return asdict(replace(m, image_size=args.size, in_channels=channels, out_channels=channels))
 
@@ -122,19 +282,134 @@ DEMO_TRAIN = TrainConfig(steps=2000, batch_size=64, lr=1e-3, ema_decay=0.999, lo
                          ckpt_every=500, sample_every=0, sample_n=64)
 
 
-def train_config(args, base: TrainConfig) -> TrainConfig:
-    """``base`` with the command line's overrides (and ``--quick``'s shortening) applied."""
+def train_config(args, base: TrainConfig, only: set[str] | None = None) -> TrainConfig:
+    """``base`` with the command line's overrides (and ``--quick``'s shortening) applied; with
+    ``only``, just the flags named there (what --config lets override the file)."""
     over = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema_decay,
-            "ckpt_every": args.ckpt_every, "sample_every": args.sample_every, "sample_steps": args.sample_steps}
-    t = replace(base, seed=args.seed, num_workers=args.num_workers, **{k: v for k, v in over.items() if v is not None})
+            "ckpt_every": args.ckpt_every, "sample_every": args.sample_every, "sample_steps": args.sample_steps,
+            "seed": args.seed, "num_workers": args.num_workers}
+    t = replace(base, **{k: v for k, v in over.items() if v is not None and (only is None or k in only)})
     if args.quick:
         t = replace(t, steps=min(t.steps, 20), ckpt_every=10, sample_n=16, log_every=5)
     return t
 
 
-def fabric_config(args) -> FabricConfig:
+def fabric_config(args, base: FabricConfig | None = None, only: set[str] | None = None) -> FabricConfig:
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    return FabricConfig(args.accelerator, devices, args.strategy, args.num_nodes, args.precision)
+    over = {"accelerator": args.accelerator, "devices": devices, "strategy": args.strategy,
+            "num_nodes": args.num_nodes, "precision": args.precision}
+    return replace(base or FabricConfig(), **{k: v for k, v in over.items() if only is None or k in only})
+
+
+# ---- the component flags and --config, applied to the recipe's own RunConfig -------------------
+
+def configure(config: RunConfig, args) -> RunConfig:
+    """The run the command line asks for: the recipe's ``config`` (or ``--config``'s file, with
+    only the flags given explicitly applied) with every component flag applied.
+
+    ``--basis NAME`` replaces the recipe's basis by ``{"name": NAME, "shape": [size, size],
+    **basis_args}``; ``--basis-args`` alone updates the recipe's basis arguments; likewise for
+    the schedule, parameterization and prior. ``--speed`` sets the schedule's blur speed
+    (``f_type``; ``--speed-args`` sets ``f_N``/``f_1``). ``--model`` is a UNet preset (sized for
+    the data) or a custom network (``{"name": path, **model_args}``). ``--size``/``--channels``
+    resize the data, the basis and the UNet.
+    """
+    if getattr(args, "config", None):
+        config = from_file(args.config, args)
+    given = _given(args)
+    size, channels = given.get("size"), given.get("channels")
+    data = replace(config.data, **{k: v for k, v in (("size", size), ("channels", channels)) if v is not None})
+    out = {"data": data}
+    for kind in ("basis", "schedule", "parameterization", "prior"):
+        out[kind] = _component(getattr(config, kind), given.get(kind), given.get(f"{kind}_args"),
+                               {"shape": [data.size, data.size]} if kind == "basis" else {})
+    if size is not None and "shape" in out["basis"] and not given.get("basis"):
+        out["basis"]["shape"] = [size, size]
+    out["schedule"] = _speed(out["schedule"], given.get("speed"), given.get("speed_args"))
+    out["model"] = _model(config.model, given, data)
+    try:
+        return replace(config, **out)
+    except (ValueError, TypeError, ImportError) as e:
+        raise ConfigError(f"the component flags do not make a valid run: {e}") from e
+
+
+def _given(args) -> dict:
+    """The component values to apply: every set value, or with --config only the explicit ones."""
+    keys = ["size", "channels", "model", "network", "model_args", "speed", "speed_args"]
+    keys += [k for kind, _, _ in COMPONENTS for k in (kind, f"{kind}_args")]
+    explicit = getattr(args, "explicit", None)
+    with_file = bool(getattr(args, "config", None))
+    out = {}
+    for k in keys:
+        v = getattr(args, k, None)
+        if v is not None and (not with_file or explicit is None or k in explicit or k == "network"):
+            out[k] = v
+    if with_file and "model" in out and "model" not in (explicit or set()):
+        del out["model"]
+    return out
+
+
+def _component(current: dict, name: str | None, args: dict | None, defaults: dict) -> dict:
+    if name is not None:
+        return {"name": name, **defaults, **(args or {})}
+    return {**current, **(args or {})}
+
+
+def _speed(schedule: dict, kind: str | None, args: dict | None) -> dict:
+    """The schedule config with the blur speed ``kind`` and its f_N/f_1."""
+    if kind is None and not args:
+        return schedule
+    params = inspect.signature(SCHEDULES.resolve(schedule["name"])).parameters
+    if "f_type" not in params and "f_type" not in schedule:
+        raise ConfigError(f"--speed applies to a schedule with a blur speed (f_type, e.g. vp_blur); "
+                          f"schedule {schedule['name']!r} has none")
+    bad = sorted(set(args or {}) - {"f_N", "f_1"})
+    if bad:
+        raise ConfigError(f"--speed-args: unknown keys {bad}; valid: ['f_N', 'f_1'] (f(N) and f(1))")
+    return {**schedule, **({"f_type": kind} if kind else {}), **(args or {})}
+
+
+def _model(current: dict, given: dict, data) -> dict:
+    """A UNet config sized for the data, or a custom network's ``{"name": path, **args}``."""
+    args = given.get("model_args") or {}
+    if given.get("network"):
+        return {"name": given["network"], **args}
+    if given.get("model"):
+        preset = MODELS.resolve(given["model"])
+    elif "name" in current:  # a custom network: only its arguments change
+        return {**current, **args}
+    else:
+        preset = UNetConfig(**current)
+    fixed = {"image_size": data.size, "in_channels": data.channels, "out_channels": data.channels}
+    unknown = sorted(set(args) - {f.name for f in fields(UNetConfig)})
+    if unknown:
+        raise ConfigError(f"--model-args: unknown UNetConfig fields {unknown}; valid: "
+                          f"{[f.name for f in fields(UNetConfig)]}")
+    return asdict(replace(preset, **{**fixed, **args}))
+
+
+def from_file(path: str, args) -> RunConfig:
+    """The run in ``path`` (a config.json) with the explicitly given general flags applied.
+
+    The recipe's own flags (e.g. heat_dissipation's --K) shape the recipe's config, which the
+    file replaces; given with --config they are refused rather than silently ignored.
+    """
+    if args.recipe_flags:
+        raise ConfigError(f"--config {path}: {', '.join('--' + f.replace('_', '-') for f in args.recipe_flags)} "
+                          "cannot be combined with --config (they shape the recipe's own config, which the file "
+                          "replaces); edit the file or use the component flags (--schedule-args '{...}', …)")
+    try:
+        base = RunConfig.from_dict(json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"--config: no file {path}") from None
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise ConfigError(f"--config {path}: not a run config ({type(e).__name__}: {e})") from e
+    only = args.explicit
+    over = {"name": args.name if "name" in only else base.name, "out_dir": args.out if "out" in only else base.out_dir,
+            "train": train_config(args, base.train, only), "fabric": fabric_config(args, base.fabric, only)}
+    if "data" in only:
+        over["data"] = replace(base.data, spec=args.data)
+    return replace(base, **over)
 
 
 def check_run(config: RunConfig) -> None:
@@ -142,6 +417,8 @@ def check_run(config: RunConfig) -> None:
     d_min of 0) fails here with the component's config named instead of deep in training."""
     try:
         build_diffusion(config)
+    except ImportError as e:
+        raise ConfigError(f"invalid run {config.name!r}: {e}") from e
     except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
         raise ConfigError(f"invalid run {config.name!r}: schedule {config.schedule} with basis "
                           f"{config.basis.get('name', config.basis)}: {type(e).__name__}: {e}") from e
@@ -177,9 +454,16 @@ def claim(config: RunConfig, args) -> RunLock | None:
 def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | None:
     """Train (resuming if asked), then draw the trajectory and the sample grid; print where all went.
 
-    Before any work: the run is checked (:func:`check_run`), its folder locked and claimed (an
-    existing run needs --resume or --overwrite; --resume needs a checkpoint).
+    ``config`` is the recipe's run; the component flags and ``--config`` are applied to it
+    first (:func:`configure`). Before any work: the torch thread count is set on CPU
+    (:func:`set_threads`), the run is checked (:func:`check_run`), its folder locked and claimed
+    (an existing run needs --resume or --overwrite; --resume needs a checkpoint).
     """
+    config = configure(config, args)
+    accelerator = config.fabric.accelerator
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu:
+        set_threads(getattr(args, "threads", None))
     check_run(config)
     lock = claim(config, args)
     try:
@@ -190,7 +474,8 @@ def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | No
 
 
 def _train(config: RunConfig, args, full_size_hint: str | None) -> Path | None:
-    trainer = Trainer(config)
+    figures = not getattr(args, "no_figures", False)
+    trainer = Trainer(config, figures=figures)
     trainer.setup()
     if args.resume and trainer.resume():
         print(f"resumed {trainer.run_dir / 'last.ckpt'} at step {trainer.step}")
@@ -201,24 +486,33 @@ def _train(config: RunConfig, args, full_size_hint: str | None) -> Path | None:
                          f"python {sys.argv[0]} {' '.join(a for a in sys.argv[1:] if a != '--resume')} --resume")
     if not trainer.fabric.is_global_zero:
         return None
-    d, t = config.data, config.train
-    print(f"trained {trainer.step} steps in {time.time() - t0:.0f} s; sampling with {t.sampler} …")
-    ema = trainer.ema.module.eval()
-    g = torch.Generator(trainer.fabric.device).manual_seed(t.seed)
-    trajectory(trainer.diffusion, ema, (8, d.channels, d.size, d.size), trainer.run_dir / "trajectory.png",
-               value_range=d.value_range, generator=g, sampler=t.sampler, steps=sampler_steps(t.sampler, t.sample_steps),
-               device=trainer.fabric.device, prior=trainer.prior, clip_x0=sample_clip(config))
-    trainer.sample_grid(n=t.sample_n)
-    report(trainer.run_dir, ckpt, full_size_hint)
+    print(f"trained {trainer.step} steps in {time.time() - t0:.0f} s")
+    if figures:
+        _end_figures(trainer)
+    report(trainer.run_dir, ckpt, full_size_hint, figures)
     return trainer.run_dir
 
 
-def report(run_dir: Path, ckpt: Path, full_size_hint: str | None) -> None:
+def _end_figures(trainer: Trainer) -> None:
+    config = trainer.config
+    d, t = config.data, config.train
+    print(f"sampling the figures with {t.sampler} …")
+    g = torch.Generator(trainer.fabric.device).manual_seed(t.seed)
+    trajectory(trainer.diffusion, trainer.ema.module.eval(), (8, d.channels, d.size, d.size),
+               trainer.run_dir / "trajectory.png", value_range=d.value_range, generator=g, sampler=t.sampler,
+               steps=sampling_steps(t.sampler, t.sample_steps, trainer.diffusion.N), device=trainer.fabric.device,
+               prior=trainer.prior, clip_x0=sample_clip(config))
+    trainer.sample_grid(n=t.sample_n)
+
+
+def report(run_dir: Path, ckpt: Path, full_size_hint: str | None, figures: bool = True) -> None:
     print(f"\nrun folder: {run_dir}")
-    for name, what in [("samples.png", "EMA samples"), ("forward.png", "the forward process x_0 … x_N"),
-                       ("trajectory.png", "predicted x̂_0 along the reverse process (last column: the sample)"),
-                       (ckpt.name, "resumable checkpoint (model, EMA, optimizer, step, RNG, config)"),
-                       ("config.json", "the full run configuration"), ("metrics.csv", "training loss log")]:
+    pictures = [("samples.png", "EMA samples"), ("forward.png", "the forward process x_0 … x_N"),
+                ("trajectory.png", "predicted x̂_0 along the reverse process (last column: the sample)")]
+    for name, what in (pictures if figures else []) + [
+            (ckpt.name, "resumable checkpoint (model, EMA, optimizer, step, RNG, config)"),
+            ("config.json", "the full run configuration (rerun with --config)"),
+            ("metrics.csv", "loss, lr, grad norm, EMA decay, images/s (also logs/ for Fabric's loggers)")]:
         print(f"  {run_dir / name}: {what}")
     print(f"\nmore samples: python recipes/sample.py --ckpt {ckpt} --n 64")
     if full_size_hint:

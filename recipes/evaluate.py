@@ -22,18 +22,18 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import int_at_least  # noqa: E402
+from common import HelpFormatter, int_at_least, set_threads  # noqa: E402
 
 from gendiff.data import build_dataset  # noqa: E402
 from gendiff.figures import save_grid  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
 from gendiff.metrics.fid import WeightsHashError  # noqa: E402
-from gendiff.samplers import SAMPLERS, sampler_steps  # noqa: E402
-from gendiff.training import load_prior, load_run, sample_clip  # noqa: E402
+from gendiff.samplers import SAMPLERS  # noqa: E402
+from gendiff.training import load_prior, load_run, sample_clip, sampling_steps, steps_taken  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="a checkpoint to sample from")
     src.add_argument("--samples", help="a folder of sample images")
@@ -43,23 +43,27 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int_at_least(1), help="samples per seed (default: the held-out set's size)")
     p.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[0, 1, 2])
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the run's (config.train.sampler)")
-    p.add_argument("--steps", type=int_at_least(1), default=50)
+    p.add_argument("--steps", type=int_at_least(1),
+                   help="network evaluations (default: the sampler's); refused for samplers that take all N steps")
     p.add_argument("--batch-size", type=int_at_least(1), default=128)
     p.add_argument("--swd-min-size", type=int_at_least(1), default=8,
                    help="coarsest pyramid level for SWD (>= 1 pixel)")
     p.add_argument("--inception", help="local inception-2015-12-05.pt for FID/KID")
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
+    p.add_argument("--threads", type=int_at_least(1), help="torch CPU threads (default: the cores the load leaves free)")
     return p.parse_args(argv)
 
 
 @torch.no_grad()
-def draw_samples(ckpt, n: int, seed: int, sampler: str | None, steps: int, batch_size: int):
+def draw_samples(ckpt, n: int, seed: int, sampler: str | None, steps: int | None, batch_size: int):
+    """``steps``: network evaluations asked for (None: the sampler's default); see sampling_steps."""
     config, diffusion, model = load_run(ckpt)
     d, prior = config.data, load_prior(config)
     sampler = sampler or config.train.sampler
+    steps = sampling_steps(sampler, steps, diffusion.N, requested=steps is not None)
     g = torch.Generator().manual_seed(seed)
     out = [diffusion.sample(model, (min(batch_size, n - k), d.channels, d.size, d.size), sampler=sampler,
-                            steps=sampler_steps(sampler, steps), generator=g,
+                            steps=steps, generator=g,
                             progress=False, prior=prior, clip_x0=sample_clip(config))
            for k in tqdm(range(0, n, batch_size), desc=f"sampling seed {seed}", leave=False)]
     return torch.cat(out).clamp(*d.value_range)
@@ -95,14 +99,18 @@ def summarize(per_seed: list[dict]) -> dict:
             for k in keys}
 
 
-def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=50, batch_size=128,
+def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=None, batch_size=128,
                         swd_min_size=8, inception=None, out=None, ref_spec=None) -> dict:
-    config, _, _ = load_run(ckpt)
+    config, diffusion, _ = load_run(ckpt)
     d, sampler = config.data, sampler or config.train.sampler
+    try:  # checked before any sampling: a step count this sampler would ignore is refused
+        steps_run = steps_taken(sampling_steps(sampler, steps, diffusion.N, requested=steps is not None), diffusion.N)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     ref = build_dataset(ref_spec or d.spec, "test", d.size, d.value_range, d.channels)
     ref = torch.stack([ref[k] for k in range(len(ref))])
     n = n or len(ref)
-    out = Path(out or Path(ckpt).parent / f"eval-{sampler}-{steps}")
+    out = Path(out or Path(ckpt).parent / f"eval-{sampler}-{steps_run}")
     out.mkdir(parents=True, exist_ok=True)
     per_seed, first = [], None
     for seed in seeds:
@@ -112,7 +120,7 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=50
     per_seed[0].update(fid_kid(first, ref, d.value_range, inception))
     save_grid(first[:64], out / "samples.png", d.value_range)
     plot_spectra({"samples": first, "held-out data": ref}, out / "spectrum.png", d.value_range)
-    result = {"ckpt": str(ckpt), "n": n, "sampler": sampler, "steps": steps, "per_seed": per_seed,
+    result = {"ckpt": str(ckpt), "n": n, "sampler": sampler, "steps": steps_run, "per_seed": per_seed,
               "summary": summarize(per_seed)}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
@@ -146,6 +154,7 @@ def evaluate_folder(folder, ref_spec, size, channels, swd_min_size=8, inception=
 
 def main(argv=None):
     args = parse_args(argv)
+    set_threads(args.threads)
     if args.ckpt:
         result = evaluate_checkpoint(args.ckpt, n=args.n, seeds=args.seeds, sampler=args.sampler, steps=args.steps,
                                      batch_size=args.batch_size, swd_min_size=args.swd_min_size,

@@ -13,26 +13,29 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import float_in, int_at_least  # noqa: E402
+from common import HelpFormatter, float_in, int_at_least, set_threads  # noqa: E402
 
 from gendiff.figures import save_grid  # noqa: E402
 from gendiff.value_range import map_range  # noqa: E402
-from gendiff.samplers import SAMPLERS, sampler_steps  # noqa: E402
-from gendiff.training import check_device, load_prior, load_run, sample_clip  # noqa: E402
+from gendiff.samplers import SAMPLERS  # noqa: E402
+from gendiff.training import check_device, load_prior, load_run, sample_clip, sampling_steps, steps_taken  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--ckpt", required=True)
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the run's (config.train.sampler)")
-    p.add_argument("--steps", type=int_at_least(1), help="network evaluations, 1..N (default: the sampler's)")
+    p.add_argument("--steps", type=int_at_least(1),
+                   help="network evaluations, 1..N (default: the sampler's); refused for samplers that always "
+                        "take all N steps (reverse, ihdm)")
     p.add_argument("--eta", type=float_in(0.0), default=0.0, help="DDIM only (0: deterministic, 1: DDPM-like)")
     p.add_argument("--n", type=int_at_least(1), default=64)
     p.add_argument("--batch-size", type=int_at_least(1), default=64)
     p.add_argument("--seed", type=int_at_least(0), default=0)
-    p.add_argument("--out", help="output folder (default: <run>/samples-<sampler>-<steps>)")
+    p.add_argument("--out", help="output folder (default: <run>/samples-<sampler>-<network evaluations>)")
     p.add_argument("--no-clip", action="store_true", help="do not clamp x̂_0 to the data range (if the run does)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int_at_least(1), help="torch CPU threads (default: the cores the load leaves free)")
     return p.parse_args(argv)
 
 
@@ -44,19 +47,23 @@ def main(argv=None) -> Path:
         check_device(args.device)
     except ValueError as e:
         raise SystemExit(f"error: --device: {e}") from None
+    if torch.device(args.device).type == "cpu":
+        set_threads(args.threads)
     config, diffusion, model = load_run(args.ckpt, args.device)
     args.sampler = args.sampler or config.train.sampler
-    if args.steps is not None and SAMPLERS[args.sampler].steps is not None and args.steps > diffusion.N:
-        raise SystemExit(f"error: --steps must be in 1..N={diffusion.N} for {args.sampler}, got {args.steps}")
+    try:
+        steps = sampling_steps(args.sampler, args.steps, diffusion.N, requested=args.steps is not None)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     d, prior = config.data, load_prior(config)
-    out = Path(args.out or Path(args.ckpt).parent / f"samples-{args.sampler}-{args.steps or 'default'}")
+    out = Path(args.out or Path(args.ckpt).parent / f"samples-{args.sampler}-{steps_taken(steps, diffusion.N)}")
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator(args.device).manual_seed(args.seed)
     opts = {"eta": args.eta} if args.sampler == "ddim" else {}
     batches, k = [], 0
     for start in tqdm(range(0, args.n, args.batch_size), desc="batches"):
         b = min(args.batch_size, args.n - start)
-        x = diffusion.sample(model, (b, d.channels, d.size, d.size), sampler=args.sampler, steps=sampler_steps(args.sampler, args.steps),
+        x = diffusion.sample(model, (b, d.channels, d.size, d.size), sampler=args.sampler, steps=steps,
                              generator=g, device=args.device, progress=False, prior=prior,
                              clip_x0=None if args.no_clip else sample_clip(config), **opts).cpu()
         for img in map_range(x, d.value_range, clamp=True):
@@ -64,7 +71,8 @@ def main(argv=None) -> Path:
             k += 1
         batches.append(x)
     grid = save_grid(torch.cat(batches)[:256], out / "grid.png", d.value_range)
-    print(f"{k} samples in {out}; grid: {grid}")
+    print(f"{k} samples in {out} ({args.sampler}, {steps_taken(steps, diffusion.N)} network evaluations each); "
+          f"grid: {grid}")
     return out
 
 

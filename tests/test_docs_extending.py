@@ -16,7 +16,7 @@ def python_blocks(text: str) -> list[str]:
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")  # diffusers'
-def test_extending_md_runs_and_its_components_work():
+def test_extending_md_runs_and_its_components_work(monkeypatch):
     blocks = python_blocks(DOC.read_text())
     assert len(blocks) >= 6, f"expected the example blocks in {DOC}, found {len(blocks)}"
     ns = {"__name__": "extending_md"}
@@ -37,6 +37,7 @@ def test_extending_md_runs_and_its_components_work():
     assert samples.shape == (16, 1, 8, 8) and torch.isfinite(samples).all()
     assert ns["fast"].shape == (16, 1, 8, 8) and torch.isfinite(ns["fast"]).all()
     assert torch.isfinite(ns["loss"])
+    assert ns["ckpt"].is_file() and ns["trainer"].step == 5  # the Trainer with ready components
 
 
 def test_the_blocks_are_found():

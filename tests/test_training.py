@@ -143,3 +143,77 @@ def test_nonfinite_gradients_stop_before_the_weights_change(tmp_path):
     with pytest.raises(NonFiniteLossError, match="gradient norm"):
         tr.fit()
     assert torch.equal(params(tr), before)
+
+
+class LocalNet(torch.nn.Module):
+    """A network that is not a UNet: one convolution, scaled per step."""
+
+    def __init__(self, channels=1):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x, i):
+        return self.conv(x) * (i.float() / 100)[:, None, None, None]
+
+
+def test_trainer_takes_ready_components_and_fit_sets_up(tmp_path):
+    from gendiff import Diffusion
+    from gendiff.training import CheckpointError
+    cfg = tiny_config(tmp_path, steps=6, name="ready")
+    cfg = replace(cfg, train=replace(cfg.train, sample_every=3))
+    diffusion = Diffusion(GaussianBlurBasis((16, 16)), VPBlurSchedule("quartic", 0.14, N=100))
+    tr = Trainer(diffusion=diffusion, model=LocalNet(), data=cfg.data, train=cfg.train, fabric=cfg.fabric,
+                 name="ready", out_dir=str(tmp_path), figures=False)
+    ckpt = tr.fit()  # no setup() call
+    assert tr.step == 6 and tr.diffusion is diffusion and isinstance(tr.raw_model, LocalNet)
+    assert tr.config.basis == diffusion.basis.config() and tr.config.schedule == diffusion.schedule.config()
+    assert not (tmp_path / "ready" / "forward.png").exists()
+    assert sorted(p.name for p in (tmp_path / "ready" / "samples").iterdir()) == ["step-0000003.png",
+                                                                                  "step-0000006.png"]
+    # a class defined in a test module is importable by path: the checkpoint rebuilds it
+    config, _, model = load_run(ckpt)
+    assert config.model == {"name": f"{__name__}:LocalNet"} and isinstance(model, torch.nn.Module)
+
+    class Unimportable(LocalNet):
+        pass
+
+    tr = Trainer(tiny_config(tmp_path, steps=2, name="local"), model=Unimportable(), figures=False)
+    ckpt = tr.fit()
+    with pytest.raises(CheckpointError, match="model was not recorded"):
+        load_run(ckpt)
+
+
+def test_metrics_log_lr_grad_norm_ema_decay_and_throughput(tmp_path):
+    import csv
+    tr = Trainer(tiny_config(tmp_path, steps=10, name="log"), figures=False)
+    tr.fit()
+    rows = list(csv.DictReader(open(tmp_path / "log" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [5, 10]
+    for r in rows:
+        assert float(r["lr"]) == 2e-3 and float(r["grad_norm"]) > 0 and float(r["images_per_s"]) > 0
+        n = float(r["ema_n"])
+        assert float(r["ema_decay"]) == pytest.approx(min(0.99, n / (9 + n)))  # warm-up at the last update
+    fabric_csv = list((tmp_path / "log" / "logs").glob("version_*/metrics.csv"))
+    assert len(fabric_csv) == 1 and "grad_norm" in fabric_csv[0].read_text()
+
+
+def test_sample_grids_go_to_tensorboard_as_images_and_to_pngs(tmp_path):
+    from types import SimpleNamespace
+
+    from lightning_fabric.loggers import TensorBoardLogger
+
+    from gendiff.training.logs import RunLog
+
+    class FakeTensorBoard(TensorBoardLogger):  # records add_image calls; needs no tensorboard
+        def __init__(self):
+            self.images = []
+
+        @property
+        def experiment(self):
+            return SimpleNamespace(add_image=lambda tag, img, step: self.images.append((tag, tuple(img.shape), step)))
+
+    tb = FakeTensorBoard()
+    log = RunLog(SimpleNamespace(loggers=[tb]), tmp_path, 0, 4)
+    png = log.images("samples", torch.zeros(4, 1, 8, 8), (-1.0, 1.0), 30)
+    assert png == tmp_path / "samples" / "step-0000030.png" and png.is_file()
+    assert tb.images == [("samples", (3, 19, 19), 30)]  # a 2×2 grid of 8×8 with 1-px padding

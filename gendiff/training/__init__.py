@@ -1,12 +1,15 @@
-"""Training on Lightning Fabric: config dataclasses, EMA, safe checkpoints and run folders, the loop."""
+"""Training on Lightning Fabric: config dataclasses, EMA, safe checkpoints and run folders, the
+loop (trainer), rebuilding a run from a checkpoint (loading) and the logs."""
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic
 from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_model
+from .loading import (build_diffusion, build_network, check_device, load_prior, load_run, network_config,
+                      sample_clip, sampling_steps, steps_taken)
 from .rundir import RunDirError, RunLock, check_run_name, claim_run_dir
-from .trainer import (NonFiniteLossError, StepBatches, Trainer, build_diffusion, check_device, load_prior, load_run,
-                      sample_clip, step_seed)
+from .trainer import NonFiniteLossError, StepBatches, Trainer, step_seed
 
 __all__ = ["DataConfig", "FabricConfig", "RunConfig", "TrainConfig", "Trainer", "StepBatches",
            "NonFiniteLossError", "CheckpointError", "RunDirError", "RunLock", "check_run_name", "claim_run_dir",
            "ema_model", "latest_checkpoint", "load_checkpoint", "save_atomic", "load_run", "load_prior",
-           "build_diffusion", "check_device", "sample_clip", "step_seed"]
+           "build_diffusion", "build_network", "network_config", "check_device", "sample_clip", "sampling_steps",
+           "steps_taken", "step_seed"]

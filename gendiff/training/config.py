@@ -154,7 +154,8 @@ class RunConfig:
             if not isinstance(getattr(self, k), dict):
                 raise ConfigError(f"RunConfig.{k} must be a config dict, got {getattr(self, k)!r}")
         t = self.train
-        if t.sample_steps is not None and SAMPLERS[t.sampler].steps is not None:
+        recorded = "unrecorded" not in self.schedule  # a ready component that has no config
+        if t.sample_steps is not None and SAMPLERS[t.sampler].steps is not None and recorded:
             N = build_schedule(self.schedule).N
             if t.sample_steps > N:
                 raise ConfigError(f"TrainConfig.sample_steps (--sample-steps) must be in 1..N={N} (the schedule's "

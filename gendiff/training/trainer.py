@@ -10,20 +10,18 @@ import torch
 from lightning_fabric import Fabric
 from tqdm.auto import tqdm
 
-from gendiff.bases import build_basis
+from torch import nn
+
 from gendiff.data import build_dataset
 from gendiff.diffusion import Diffusion
 from gendiff.figures import forward_strip, save_grid
-from gendiff.models import UNetConfig, build_model
-from gendiff.parameterization import build_parameterization
 from gendiff.priors import build_prior
-from gendiff.samplers import sampler_steps
-from gendiff.schedules import build_schedule
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic, verified
-from .config import RunConfig
-from .csvlog import CSVLog
-from .ema import ema_model
+from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
+from .ema import ema_decay, ema_model
+from .loading import build_diffusion, build_network, network_config, sample_clip, sampling_steps
+from .logs import RunLog, fabric_loggers
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,38 +58,61 @@ class StepBatches(torch.utils.data.Sampler):
 
 
 class Trainer:
-    """Train ``config``'s model with ``diffusion.loss`` and write everything to ``run_dir``.
+    """Train a network with ``diffusion.loss`` and write everything to ``run_dir``.
+
+    Either a :class:`RunConfig` (every component rebuilt from its config dict) or ready
+    components: ``diffusion`` (or ``basis`` and ``schedule``), any ``nn.Module`` called as
+    ``model(x_i, i)``, and the data as a :class:`DataConfig` or a ``dataset`` of (C, H, W)
+    tensors. Ready components are recorded in the run's config by :meth:`config` / import path
+    (gendiff.registry), so :func:`load_run` rebuilds them when they live in importable modules.
+
+        Trainer(config).fit()
+        Trainer(diffusion=Diffusion(basis, schedule), model=net, data=DataConfig("digits", 16, 1),
+                train=TrainConfig(steps=100), name="mine").fit()
 
     Args:
-        config: the run (basis, schedule, model, data, training and Fabric settings).
+        config: the run; ready components given with it replace the corresponding parts.
         run_dir: output folder (default ``<out_dir>/<name>``).
+        diffusion, basis, schedule, model, prior, dataset: ready components.
+        data, train, fabric, name, out_dir: the rest of the run when no ``config`` is given.
+        figures: draw ``forward.png`` when training starts (False skips it).
     """
 
-    def __init__(self, config: RunConfig, run_dir: str | Path | None = None):
-        self.config = config
+    def __init__(self, config: RunConfig | None = None, run_dir: str | Path | None = None, *,
+                 diffusion: Diffusion | None = None, basis=None, schedule=None, model: nn.Module | None = None,
+                 prior=None, dataset=None, data: DataConfig | None = None, train: TrainConfig | None = None,
+                 fabric: FabricConfig | None = None, name: str = "run", out_dir: str = "runs", figures: bool = True):
+        if diffusion is None and (basis is not None or schedule is not None):
+            if basis is None or schedule is None:
+                raise TypeError("Trainer: give both basis and schedule (or a ready diffusion)")
+            diffusion = Diffusion(basis, schedule)
+        self._ready = {"diffusion": diffusion, "model": model, "prior": prior, "dataset": dataset}
+        self.config = config = _run_config(config, diffusion, model, data, train, fabric, name, out_dir)
         self.run_dir = Path(run_dir or Path(config.out_dir) / config.name)
+        self.figures = figures
         fc = config.fabric
         self.fabric = Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy,
-                             num_nodes=fc.num_nodes, precision=fc.precision,
-                             loggers=_loggers(self.run_dir))
+                             num_nodes=fc.num_nodes, precision=fc.precision, loggers=fabric_loggers(self.run_dir))
         self._stop_signal: int | None = None  # set by the handler on this rank
         self._stopped = False  # any rank got a signal and fit() stopped early
+        self._is_setup = False
 
     def setup(self) -> None:
         """Data first (a bad path fails before the model is built), then model, EMA, optimizer."""
-        c, fabric = self.config, self.fabric
+        c, fabric, ready = self.config, self.fabric, self._ready
         fabric.launch()
-        self.dataset = build_dataset(c.data.spec, split="train", size=c.data.size,
-                                     value_range=c.data.value_range, channels=c.data.channels)
-        self.diffusion = build_diffusion(c)
-        self.prior = build_prior(c.prior, lambda: self.dataset)
+        self.dataset = ready["dataset"] if ready["dataset"] is not None else build_dataset(
+            c.data.spec, split="train", size=c.data.size, value_range=c.data.value_range, channels=c.data.channels)
+        self.diffusion = ready["diffusion"] or build_diffusion(c)
+        self.prior = ready["prior"] or build_prior(c.prior, lambda: self.dataset)
         torch.manual_seed(c.train.seed)  # identical initialisation on every rank
-        self.raw_model = build_model(UNetConfig(**c.model))
+        self.raw_model = ready["model"] if ready["model"] is not None else build_network(c.model)
         self.ema = ema_model(self.raw_model, c.train.ema_decay, c.train.ema_warmup).to(fabric.device)
         opt = torch.optim.Adam(self.raw_model.parameters(), lr=c.train.lr)
         self.model, self.optimizer = fabric.setup(self.raw_model, opt)
         self.generator = torch.Generator(fabric.device)
         self.step = 0
+        self._is_setup = True
 
     def state(self) -> dict:
         """Tensors and plain values only (checkpoint format 2), so loading runs no code."""
@@ -112,8 +133,10 @@ class Trainer:
         path = Path(path) if path else latest_checkpoint(self.run_dir)
         if path is None or not path.is_file():
             return False
+        if not self._is_setup:
+            self.setup()
         state = load_checkpoint(path)  # weights_only, hash checked; CheckpointError names the file
-        self._check_same_run(path, state.get("config", {}))
+        check_same_run(path, state.get("config", {}), self.config.to_dict())
         try:
             self.raw_model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
@@ -125,20 +148,6 @@ class Trainer:
                                   f"{str(e)[:300]}") from e
         return True
 
-    def _check_same_run(self, path: Path, saved: dict) -> None:
-        """Refuse to continue a checkpoint of a different process under the same name."""
-        ours = self.config.to_dict()
-        keys = ["basis", "schedule", "parameterization", "prior", "model"]
-        diff = [k for k in keys if k in saved and saved[k] != ours[k]]
-        diff += [f"data.{k}" for k in ("spec", "size", "channels") if saved.get("data", {}).get(k) != ours["data"][k]]
-        if diff:
-            first = diff[0].split(".")
-            was = saved.get(first[0]) if len(first) == 1 else saved.get("data", {}).get(first[1])
-            now = ours[first[0]] if len(first) == 1 else ours["data"][first[1]]
-            raise CheckpointError(f"{path} was trained with a different {', '.join(diff)} "
-                                  f"(saved {_short(was)}, this run {_short(now)}); use another --name or --out, "
-                                  "or start over with --overwrite")
-
     def _loader(self):
         t = self.config.train
         sampler = StepBatches(len(self.dataset), t.batch_size, self.step, t.steps, t.seed,
@@ -147,28 +156,30 @@ class Trainer:
         return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
     def fit(self) -> Path:
-        """Train to ``config.train.steps``; returns the last checkpoint's path."""
+        """Train to ``config.train.steps`` (calling :meth:`setup` first if needed); returns the
+        last checkpoint's path."""
+        if not self._is_setup:
+            self.setup()
         c, fabric = self.config.train, self.fabric
+        log = None
         if fabric.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(self.config.to_json())
-            self._forward_figure()
-        log = CSVLog(self.run_dir / "metrics.csv", self.step) if fabric.is_global_zero else None
+            if self.figures:
+                self._forward_figure()
+            log = RunLog(fabric, self.run_dir, self.step, c.batch_size * fabric.world_size)
         old = _install_signal_handlers(self)
         bar = tqdm(total=c.steps, initial=self.step, disable=not fabric.is_global_zero, desc="train")
         try:
             for x0 in self._loader():
-                loss = self._train_step(x0)
+                loss, grad_norm = self._train_step(x0)
                 self.step += 1
                 bar.update(1)
-                if self.step % c.log_every == 0 or self.step == c.steps:
-                    metrics = {"loss": loss, "ema_n": float(self.ema.n_averaged)}
-                    fabric.log_dict(metrics, step=self.step)
-                    if log is not None:
-                        log.log(metrics, self.step)
+                if log is not None and (self.step % c.log_every == 0 or self.step == c.steps):
+                    log.scalars(self._metrics(loss, grad_norm), self.step)
                     bar.set_postfix(loss=f"{loss:.4f}")
-                if c.sample_every and self.step % c.sample_every == 0:
-                    self.sample_grid()
+                if c.sample_every and self.step % c.sample_every == 0 and log is not None:
+                    log.images("samples", self._samples(), self.config.data.value_range, self.step)
                 stop = self._stop_on_all_ranks()
                 if self.step % c.ckpt_every == 0 or self.step == c.steps or stop:
                     self.save()
@@ -177,11 +188,16 @@ class Trainer:
         finally:
             bar.close()
             _restore_signal_handlers(old)
-            for logger in fabric.loggers:
-                logger.finalize("success")
+            if log is not None:
+                log.close()
         return self.run_dir / "last.ckpt"
 
-    def _train_step(self, x0: torch.Tensor) -> float:
+    def _metrics(self, loss: float, grad_norm: float) -> dict[str, float]:
+        t, n = self.config.train, float(self.ema.n_averaged)
+        return {"loss": loss, "lr": float(self.optimizer.param_groups[0]["lr"]), "grad_norm": grad_norm,
+                "ema_decay": ema_decay(t.ema_decay, max(n - 1, 0), t.ema_warmup), "ema_n": n}
+
+    def _train_step(self, x0: torch.Tensor) -> tuple[float, float]:
         t = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
         self.generator.manual_seed(step_seed(t.seed, self.fabric.global_rank, self.step, 1))
@@ -191,12 +207,12 @@ class Trainer:
         self.fabric.backward(loss)
         # Gradients are synchronised, so every rank sees the same norm; a finite loss can still
         # give inf gradients, which one optimizer step would write into the weights.
-        norm = self.fabric.clip_gradients(self.model, self.optimizer, max_norm=t.grad_clip or float("inf"),
-                                         error_if_nonfinite=False)
-        self._stop_if_nonfinite("gradient norm", float(norm))
+        norm = float(self.fabric.clip_gradients(self.model, self.optimizer, max_norm=t.grad_clip or float("inf"),
+                                                error_if_nonfinite=False))
+        self._stop_if_nonfinite("gradient norm", norm)
         self.optimizer.step()
         self.ema.update_parameters(self.raw_model)
-        return value
+        return value, norm
 
     def _stop_if_nonfinite(self, what: str, value: float) -> None:
         if not np.isfinite(value):
@@ -230,18 +246,21 @@ class Trainer:
             loss = self.fabric.all_reduce(loss, reduce_op="mean")
         return float(loss)
 
+    @torch.no_grad()
+    def _samples(self, n: int | None = None) -> torch.Tensor:
+        """EMA samples with the run's sampler and step budget (a fixed seed, so grids compare)."""
+        t, d = self.config.train, self.config.data
+        g = torch.Generator(self.fabric.device).manual_seed(1234)
+        return self.diffusion.sample(
+            self.ema.module.eval(), (n or t.sample_n, d.channels, d.size, d.size), sampler=t.sampler,
+            steps=sampling_steps(t.sampler, t.sample_steps, self.diffusion.N), generator=g, progress=False,
+            device=self.fabric.device, prior=self.prior, clip_x0=sample_clip(self.config))
+
     def sample_grid(self, n: int | None = None, path: Path | None = None) -> Path | None:
         """EMA samples with the configured sampler, as ``samples.png`` (rank 0 only)."""
         if not self.fabric.is_global_zero:
             return None
-        t, d = self.config.train, self.config.data
-        n = n or t.sample_n
-        g = torch.Generator(self.fabric.device).manual_seed(1234)
-        x = self.diffusion.sample(self.ema.module.eval(), (n, d.channels, d.size, d.size), sampler=t.sampler,
-                                  steps=sampler_steps(t.sampler, t.sample_steps), generator=g, progress=False,
-                                  device=self.fabric.device, prior=self.prior, clip_x0=sample_clip(self.config))
-        save_grid(x, path or self.run_dir / "samples.png", d.value_range)
-        return path or self.run_dir / "samples.png"
+        return save_grid(self._samples(n), path or self.run_dir / "samples.png", self.config.data.value_range)
 
     def _forward_figure(self) -> None:
         x0 = torch.stack([self.dataset[k] for k in range(min(6, len(self.dataset)))])
@@ -249,14 +268,18 @@ class Trainer:
                       value_range=self.config.data.value_range, generator=torch.Generator().manual_seed(0))
 
 
-def _loggers(run_dir: Path):
-    """TensorBoard when it is installed (metrics.csv is always written by CSVLog)."""
-    try:
-        from lightning_fabric.loggers import TensorBoardLogger
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return []
-    return [TensorBoardLogger(run_dir, name="tb")]
+def check_same_run(path: Path, saved: dict, ours: dict) -> None:
+    """Refuse to continue a checkpoint of a different process under the same name."""
+    keys = ["basis", "schedule", "parameterization", "prior", "model"]
+    diff = [k for k in keys if k in saved and saved[k] != ours[k]]
+    diff += [f"data.{k}" for k in ("spec", "size", "channels") if saved.get("data", {}).get(k) != ours["data"][k]]
+    if diff:
+        first = diff[0].split(".")
+        was = saved.get(first[0]) if len(first) == 1 else saved.get("data", {}).get(first[1])
+        now = ours[first[0]] if len(first) == 1 else ours["data"][first[1]]
+        raise CheckpointError(f"{path} was trained with a different {', '.join(diff)} "
+                              f"(saved {_short(was)}, this run {_short(now)}); use another --name or --out, "
+                              "or start over with --overwrite")
 
 
 def _install_signal_handlers(trainer: Trainer):
@@ -272,54 +295,6 @@ def _install_signal_handlers(trainer: Trainer):
 def _restore_signal_handlers(old) -> None:
     for s, h in old.items():
         signal.signal(s, h)
-
-
-def sample_clip(config: RunConfig) -> tuple[float, float] | None:
-    """The x̂_0 clamp range for sampling this run: the data range, unless the run turned it off."""
-    return config.data.value_range if config.train.clip_x0 else None
-
-
-def build_diffusion(config: RunConfig) -> Diffusion:
-    return Diffusion(build_basis(config.basis), build_schedule(config.schedule),
-                     parameterization=build_parameterization(config.parameterization),
-                     last_train_step=config.train.last_train_step)
-
-
-def load_run(ckpt: str | Path, device="cpu"):
-    """(RunConfig, Diffusion, EMA model) from a checkpoint, for sampling and evaluation.
-
-    The checkpoint holds the full config, so nothing else is needed to rebuild the run. It is
-    read with ``weights_only=True`` and its hash checked (:func:`load_checkpoint`), on the CPU:
-    a run trained on a GPU loads on any machine, and ``device`` is checked first.
-    """
-    check_device(device)
-    state = load_checkpoint(ckpt)
-    try:
-        config = RunConfig.from_dict(state["config"])
-        model = build_model(UNetConfig(**config.model))
-        ema = ema_model(model, config.train.ema_decay)
-        ema.load_state_dict(state["ema"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {ckpt} does not describe a gendiff run: {type(e).__name__}: "
-                              f"{str(e)[:300]}") from e
-    return config, build_diffusion(config), ema.module.to(device).eval()
-
-
-def check_device(device) -> torch.device:
-    """``torch.device(device)`` if this machine has it; ValueError saying what is missing otherwise."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<k>' or 'mps', got {device!r}") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: CUDA is not available on this machine (torch "
-                             f"{torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
-    return dev
 
 
 def rng_state() -> dict:
@@ -348,7 +323,29 @@ def _short(value, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def load_prior(config: RunConfig):
-    """The run's sampling prior; loads the training data only if the prior needs it."""
-    d = config.data
-    return build_prior(config.prior, lambda: build_dataset(d.spec, "train", d.size, d.value_range, d.channels))
+def _run_config(config, diffusion, model, data, train, fabric, name, out_dir) -> RunConfig:
+    """``config`` with ready components recorded in place of its component configs, or a new
+    run from the components (a component that cannot be recorded is noted, not refused: it
+    trains, and only rebuilding it from the checkpoint will fail, with that note)."""
+    if config is None:
+        if diffusion is None or model is None:
+            raise TypeError("Trainer needs a RunConfig, or ready components: diffusion (or basis and schedule) "
+                            "and model")
+        fields = {"name": name, "data": data or DataConfig(), "train": train or TrainConfig(),
+                  "fabric": fabric or FabricConfig(), "out_dir": out_dir}
+    else:
+        fields = config.to_dict()
+        fields.update(data=config.data, train=config.train, fabric=config.fabric)
+    if diffusion is not None:
+        fields.update(basis=_recorded(diffusion.basis.config), schedule=_recorded(diffusion.schedule.config),
+                      parameterization=_recorded(diffusion.parameterization.config))
+    if model is not None:
+        fields["model"] = _recorded(lambda: network_config(model))
+    return RunConfig(**fields)
+
+
+def _recorded(config_fn) -> dict:
+    try:
+        return config_fn()
+    except TypeError as e:
+        return {"name": None, "unrecorded": str(e)}

@@ -1,0 +1,177 @@
+"""Rebuilding a run from its config: the network, the diffusion, the prior, a checkpoint's EMA
+model, and the one rule for how many steps a sampler takes.
+
+Every component of a run is a config dict ``{"name": ..., **args}`` whose name is a registered
+name or an import path ``"package.module:Name"`` (gendiff.registry), so a fresh process rebuilds
+a custom basis, schedule, speed, parameterization, prior or network by importing its module.
+Loading reads tensors only (``weights_only=True``); importing the modules a config names is the
+only code that runs, and those are the modules the user named when training.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gendiff.bases import build_basis
+from gendiff.data import build_dataset
+from gendiff.diffusion import Diffusion
+from gendiff.models import PRESETS, UNet, UNetConfig, build_model
+from gendiff.parameterization import build_parameterization
+from gendiff.priors import build_prior
+from gendiff.registry import import_object, import_path
+from gendiff.samplers import SAMPLERS
+from gendiff.schedules import build_schedule
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import RunConfig
+from .ema import ema_model
+
+__all__ = ["build_network", "network_config", "build_diffusion", "load_run", "load_prior", "sample_clip",
+           "sampling_steps", "check_device"]
+
+
+def build_network(config: dict[str, Any]) -> nn.Module:
+    """The network a run's ``model`` config describes.
+
+    - no ``"name"``: the fields of a :class:`UNetConfig` (what the UNet presets record);
+    - ``"name"`` a UNet preset or the import path of a :class:`UNetConfig`: that config with
+      the other keys as field overrides;
+    - ``"name"`` the import path of an ``nn.Module`` class (or a function returning one): it is
+      called with the other keys; the module is used as ``model(x_i, i) -> output``.
+    """
+    config = dict(config)
+    if "unrecorded" in config:
+        raise TypeError(config["unrecorded"])
+    if "name" not in config:
+        return UNet(UNetConfig(**config))
+    name = config.pop("name")
+    obj = import_object(name, "network") if ":" in str(name) else PRESETS.resolve(name)
+    if isinstance(obj, UNetConfig):
+        return build_model(obj, **config)
+    if not callable(obj):
+        raise TypeError(f"network {name!r} is {type(obj).__name__}: expected a UNetConfig, an nn.Module "
+                        "class or a function returning an nn.Module")
+    try:
+        model = obj(**config)
+    except TypeError as e:
+        raise TypeError(f"network {name!r} could not be built from its arguments {config}: {e} "
+                        "(pass them with --model-args, or give the module a config() method that "
+                        "returns its constructor arguments)") from e
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"network {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def network_config(model: nn.Module) -> dict[str, Any]:
+    """What a run records for a ready network: a UNet's config, else the class's import path
+    plus ``model.config()`` when the module defines it (its constructor arguments)."""
+    if isinstance(model, UNet):
+        return asdict(model.config)
+    args = model.config() if callable(getattr(model, "config", None)) else {}
+    return {"name": import_path(type(model), "network"), **dict(args)}
+
+
+def build_diffusion(config: RunConfig) -> Diffusion:
+    return Diffusion(build_basis(config.basis), build_schedule(config.schedule),
+                     parameterization=build_parameterization(config.parameterization),
+                     last_train_step=config.train.last_train_step)
+
+
+def load_prior(config: RunConfig):
+    """The run's sampling prior; loads the training data only if the prior needs it."""
+    d = config.data
+    return build_prior(config.prior, lambda: build_dataset(d.spec, "train", d.size, d.value_range, d.channels))
+
+
+def sample_clip(config: RunConfig) -> tuple[float, float] | None:
+    """The x̂_0 clamp range for sampling this run: the data range, unless the run turned it off."""
+    return config.data.value_range if config.train.clip_x0 else None
+
+
+def sampling_steps(sampler: str, steps: int | None, N: int, *, requested: bool = False) -> int | None:
+    """The network evaluations to ask ``sampler`` for: the one place this is decided.
+
+    A sampler with a step budget (``Sampler.steps`` not None: ddim, dpm++2m, ancestral) takes
+    ``steps`` (its default when None), which must be in 1..N. A sampler that always walks all N
+    steps (reverse, ihdm) gets None; when the user ``requested`` a number other than N for it,
+    that is refused rather than silently ignored.
+
+    Raises:
+        ValueError: naming the sampler, the value and what is valid.
+    """
+    spec = SAMPLERS[sampler]
+    if spec.steps is None:
+        if requested and steps is not None and steps != N:
+            raise ValueError(f"--steps {steps}: sampler {sampler!r} always takes all N={N} steps (it has no "
+                             f"step budget); drop --steps, or choose a sampler with one: "
+                             f"{sorted(k for k, v in SAMPLERS.items() if v.steps is not None)}")
+        return None
+    steps = spec.steps if steps is None else int(steps)
+    if not 1 <= steps <= N:
+        raise ValueError(f"--steps must be in 1..N={N} for sampler {sampler!r}, got {steps}")
+    return steps
+
+
+def steps_taken(steps: int | None, N: int) -> int:
+    """The number of network evaluations a :func:`sampling_steps` result means (None: all N)."""
+    return N if steps is None else steps
+
+
+def load_run(ckpt: str | Path, device="cpu"):
+    """(RunConfig, Diffusion, EMA model) from a checkpoint, for sampling and evaluation.
+
+    The checkpoint holds the full config, so nothing else is needed to rebuild the run; custom
+    components are imported from the modules their import paths name. It is read with
+    ``weights_only=True`` and its hash checked (:func:`load_checkpoint`), on the CPU: a run
+    trained on a GPU loads on any machine, and ``device`` is checked first.
+
+    Raises:
+        CheckpointError: the file is not a readable gendiff run, or a module it names cannot be
+            imported (the message names the module).
+    """
+    check_device(device)
+    state = load_checkpoint(ckpt)
+    try:
+        config = RunConfig.from_dict(state["config"])
+        _check_recorded(ckpt, config)
+        model = build_network(config.model)
+        ema = ema_model(model, config.train.ema_decay)
+        ema.load_state_dict(state["ema"])
+        diffusion = build_diffusion(config)
+    except ImportError as e:
+        raise CheckpointError(f"checkpoint {ckpt} names a component whose module cannot be imported: {e}. "
+                              "Install it or put its folder on PYTHONPATH, as when it was trained") from e
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {ckpt} does not describe a gendiff run: {type(e).__name__}: "
+                              f"{str(e)[:300]}") from e
+    return config, diffusion, ema.module.to(device).eval()
+
+
+def _check_recorded(ckpt, config: RunConfig) -> None:
+    """A component trained from Python that had no import path cannot be rebuilt: say which."""
+    for kind in ("basis", "schedule", "parameterization", "prior", "model"):
+        note = getattr(config, kind).get("unrecorded")
+        if note:
+            raise CheckpointError(f"checkpoint {ckpt}: its {kind} was not recorded when it was trained, so it "
+                                  f"cannot be rebuilt: {note}")
+
+
+def check_device(device) -> torch.device:
+    """``torch.device(device)`` if this machine has it; ValueError saying what is missing otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<k>' or 'mps', got {device!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine (torch "
+                             f"{torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
+    return dev
