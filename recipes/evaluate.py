@@ -3,8 +3,9 @@
     python recipes/evaluate.py --ckpt runs/demo-digits/last.ckpt            # samples with dpm++2m
     python recipes/evaluate.py --samples runs/x/samples-dpm++2m-50 --ref digits --size 16 --channels 1
 
-Reports the sliced Wasserstein distance per Laplacian level (coarse vs fine structure), the
-spectrum's log power ratio per band, and FID/KID through clean-fid where the Inception weights
+Reports the variational bound in bits/dim on the held-out set (``--nll-steps`` sampled steps
+per image, or ``all``; docs/math.md "Likelihood"), the sliced Wasserstein distance per Laplacian
+level (coarse vs fine structure), the spectrum's log power ratio per band, and FID/KID through clean-fid where the Inception weights
 are local (``--inception PATH``; otherwise the row says what to fetch). Writes metrics.json,
 spectrum.png and a sample grid next to the samples.
 """
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gendiff.data import build_dataset  # noqa: E402
 from gendiff.figures import save_grid  # noqa: E402
+from gendiff.likelihood import nll  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
 from gendiff.samplers import sampler_steps  # noqa: E402
 from gendiff.training import load_prior, load_run, sample_clip  # noqa: E402
@@ -44,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--swd-min-size", type=int, default=8, help="coarsest pyramid level for SWD")
     p.add_argument("--inception", help="local inception-2015-12-05.pt for FID/KID")
+    p.add_argument("--nll-steps", default="16", type=lambda v: v if v == "all" else int(v),
+                   help="bits/dim: sampled steps per held-out image, 'all' for the exact sum, 0 to skip")
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
     return p.parse_args(argv)
 
@@ -84,6 +88,14 @@ def fid_kid(samples: torch.Tensor, ref: torch.Tensor, value_range, inception: st
         return {"fid_unavailable": str(e).splitlines()[0]}
 
 
+def bits_per_dim(diffusion, model, ref: torch.Tensor, value_range, steps=16, seed: int = 0) -> dict:
+    """The bound on the held-out images, bits/dim ± its standard error, and its three terms."""
+    r = nll(diffusion, model, ref, steps=steps, value_range=value_range,
+            generator=torch.Generator().manual_seed(seed), progress=False)
+    return {"bpd": r.bpd, "bpd_se": r.stderr, "bpd_prior": r.prior, "bpd_diffusion": r.diffusion,
+            "bpd_decoder": r.decoder, "bpd_steps": r.steps, "bpd_per_image": r.per_image.tolist()}
+
+
 def summarize(per_seed: list[dict]) -> dict:
     """Mean and standard deviation over sampling seeds for every numeric metric."""
     keys = [k for k in per_seed[0] if isinstance(per_seed[0][k], float)]
@@ -92,8 +104,8 @@ def summarize(per_seed: list[dict]) -> dict:
 
 
 def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=50, batch_size=128,
-                        swd_min_size=8, inception=None, out=None, ref_spec=None) -> dict:
-    config, _, _ = load_run(ckpt)
+                        swd_min_size=8, inception=None, out=None, ref_spec=None, nll_steps=16) -> dict:
+    config, diffusion, model = load_run(ckpt)
     d, sampler = config.data, sampler or config.train.sampler
     ref = build_dataset(ref_spec or d.spec, "test", d.size, d.value_range, d.channels)
     ref = torch.stack([ref[k] for k in range(len(ref))])
@@ -110,6 +122,8 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=50
     plot_spectra({"samples": first, "held-out data": ref}, out / "spectrum.png", d.value_range)
     result = {"ckpt": str(ckpt), "n": n, "sampler": sampler, "steps": steps, "per_seed": per_seed,
               "summary": summarize(per_seed)}
+    if nll_steps:
+        result["nll"] = bits_per_dim(diffusion, model, ref, d.value_range, nll_steps)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -122,6 +136,10 @@ def print_table(result: dict) -> None:
     extra = {k: v for k, v in result["per_seed"][0].items() if k.startswith(("fid", "kid"))}
     for k, v in extra.items():
         print(f"{k}: {v}")
+    if "nll" in result:
+        b = result["nll"]
+        print(f"bits/dim (held-out, {b['bpd_steps']} steps per image): {b['bpd']:.4f} ± {b['bpd_se']:.4f} "
+              f"(prior {b['bpd_prior']:.4f}, diffusion {b['bpd_diffusion']:.4f}, decoder {b['bpd_decoder']:.4f})")
 
 
 def evaluate_folder(folder, ref_spec, size, channels, swd_min_size=8, inception=None) -> dict:
@@ -145,7 +163,8 @@ def main(argv=None):
     if args.ckpt:
         result = evaluate_checkpoint(args.ckpt, n=args.n, seeds=args.seeds, sampler=args.sampler, steps=args.steps,
                                      batch_size=args.batch_size, swd_min_size=args.swd_min_size,
-                                     inception=args.inception, out=args.out, ref_spec=args.ref)
+                                     inception=args.inception, out=args.out, ref_spec=args.ref,
+                                     nll_steps=args.nll_steps)
     else:
         if not (args.ref and args.size):
             raise SystemExit("--samples needs --ref and --size")
