@@ -3,8 +3,8 @@
 
 Per coordinate of x̄ = Uᵀx the forward process is a scalar Gaussian chain, so every term of
 
-    −log p(x_0) ≤ KL(q(x̄_N|x̄_0) ‖ N(0, s_N²)) + Σ_{i=2..N} E KL(q(x̄_{i−1}|x̄_i, x̄_0) ‖ p_θ(x̄_{i−1}|x̄_i))
-                  − E log p(x_0|x_1)
+    −log p(x_0) ≤ KL(q(x̄_N|x̄_0) ‖ N(0, s_N²))
+                  + Σ_{i=2..N} E KL(q(x̄_{i−1}|x̄_i, x̄_0) ‖ p_θ(x̄_{i−1}|x̄_i)) − E log p(x_0|x_1)
 
 is a closed-form Gaussian KL summed over coordinates. The reverse model is Eq. 19–20 with the
 index fixed (docs/math.md): mean (2 − r_i) x̄_i − (σ_i²/s_i) ε̂̄, variance σ_i² (or the posterior
@@ -82,7 +82,8 @@ def _reverse_mean(diffusion, model, x0_bar, i, noise_bar, dtype):
     return x_bar, mu, c
 
 
-def step_kl(diffusion, model, x0_bar: Tensor, i: Tensor, noise_bar: Tensor, variance: str, dtype) -> Tensor:
+def step_kl(diffusion, model, x0_bar: Tensor, i: Tensor, noise_bar: Tensor, variance: str,
+            dtype) -> Tensor:
     """KL(q(x̄_{i−1}|x̄_i, x̄_0) ‖ p_θ(x̄_{i−1}|x̄_i)) summed over coordinates, nats (B,), i ≥ 2.
 
     q's mean is (a_{i−1}σ²/s_i²) x̄_0 + (r s_{i−1}²/s_i²) x̄_i, its variance σ̃² = σ² s_{i−1}²/s_i².
@@ -185,18 +186,19 @@ def _quantize(x0: Tensor, value_range, bits: int) -> Tensor:
 
 def _diffusion_terms(diffusion, model, x0_bar, steps, probs, variance, dtype, generator, bar) -> Tensor:
     """Σ_{i=2..N} KL_i per image (nats), exactly (steps None) or as (1/K)Σ_k KL_{i_k}/p(i_k)."""
-    B, dev, total = x0_bar.shape[0], x0_bar.device, torch.zeros(x0_bar.shape[0], dtype=torch.float64)
-    draws = range(2, diffusion.N + 1) if steps is None else range(steps)
-    for k in draws:
-        noise = diffusion.basis.forward(torch.randn(x0_bar.shape, generator=generator, dtype=torch.float64, device=dev))
+    B, dev = x0_bar.shape[0], x0_bar.device
+    total = torch.zeros(B, dtype=torch.float64, device=dev)
+    probs = None if probs is None else probs.to(dev)
+    for k in range(2, diffusion.N + 1) if steps is None else range(steps):
+        pixel_noise = torch.randn(x0_bar.shape, generator=generator, dtype=torch.float64, device=dev)
         if steps is None:
-            i, w = torch.full((B,), k, dtype=torch.long, device=dev), torch.ones(B, dtype=torch.float64)
+            i, w = torch.full((B,), k, dtype=torch.long, device=dev), 1.0
         else:
             j = torch.multinomial(probs, B, replacement=True, generator=generator)
-            i, w = (j + 2).to(dev), 1.0 / (steps * probs[j])
-        total += w * step_kl(diffusion, model, x0_bar, i, noise, variance, dtype).cpu()
+            i, w = j + 2, 1.0 / (steps * probs[j])
+        total += w * step_kl(diffusion, model, x0_bar, i, diffusion.basis.forward(pixel_noise), variance, dtype)
         bar.update(1)
-    return total
+    return total.cpu()
 
 
 @torch.no_grad()
@@ -238,7 +240,8 @@ def nll(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, ste
     with tqdm(total=n_steps * math.ceil(len(x0) / batch_size), desc="nll", disable=not progress) as bar:
         for x in x0.split(batch_size):
             x0_bar = diffusion.basis.forward(x.to(torch.float64))
-            noise1 = diffusion.basis.forward(torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device))
+            pixel_noise = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
+            noise1 = diffusion.basis.forward(pixel_noise)
             kl = (_diffusion_terms(diffusion, model, x0_bar, steps, probs, variance, x.dtype, generator, bar)
                   if n_steps else torch.zeros(len(x), dtype=torch.float64))
             dec = decoder_nll(diffusion, model, x, x0_bar, noise1, decoder, value_range, bits).cpu()

@@ -110,8 +110,8 @@ def test_posterior_variance_is_an_option_and_differs():
 
 
 def test_discretised_gaussian_is_a_distribution_with_accurate_tails():
-    edges = torch.cat([torch.tensor([-math.inf]), torch.linspace(-1, 1, 256, dtype=torch.float64)[1:] - 1 / 255,
-                       torch.tensor([math.inf])])
+    inner = torch.linspace(-1, 1, 256, dtype=torch.float64)[1:] - 1 / 255  # the bin edges of 8 bits
+    edges = torch.cat([torch.tensor([-math.inf]), inner, torch.tensor([math.inf])])
     for mu, std in ((0.3, 0.01), (-0.99, 0.002), (5.0, 0.1)):
         logp = _log_bin_prob((edges[:-1] - mu) / std, (edges[1:] - mu) / std)
         assert float(torch.logsumexp(logp, 0)) == pytest.approx(0.0, abs=1e-9)
