@@ -5,8 +5,8 @@
 
 Reports the variational bound in bits/dim on the held-out set (``--nll-steps`` sampled steps
 per image, or ``all``; docs/math.md "Likelihood"), the sliced Wasserstein distance per Laplacian
-level (coarse vs fine structure), the spectrum's log power ratio per band, and FID/KID through clean-fid where the Inception weights
-are local (``--inception PATH``; otherwise the row says what to fetch). Writes metrics.json,
+level (coarse vs fine structure), the spectrum's log power ratio per band, and FID/KID through
+clean-fid where the Inception weights are local (``--inception PATH``; otherwise the row says what to fetch). Writes metrics.json,
 spectrum.png and a sample grid next to the samples.
 """
 from __future__ import annotations
