@@ -203,7 +203,7 @@ def _diffusion_terms(diffusion, model, x0_bar, steps, probs, variance, dtype, ge
 
 @torch.no_grad()
 def nll(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, steps: None | str | int = None,
-        proposal: str | Tensor = "uniform", variance: str = "transition", decoder: str = "discrete",
+        proposal: str | Tensor = "snr", variance: str = "transition", decoder: str = "discrete",
         value_range: tuple[float, float] = (-1.0, 1.0), bits: int = 8, batch_size: int = 256,
         generator: torch.Generator | None = None, progress: bool = True) -> NLL:
     """The variational bound on −log p(x_0) in bits/dim (docs/math.md, "Likelihood (bits/dim)").
@@ -215,7 +215,8 @@ def nll(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, ste
             to the 2^bits-level grid first (the bound is that of the rounded data).
         steps: ``None`` or ``"all"``: the exact sum over i = 2..N (N − 1 network calls per image);
             an int K: an unbiased estimate from K steps per image drawn from ``proposal``.
-        proposal: ``"uniform"``, ``"snr"`` or weights over i = 2..N (see :func:`step_proposal`).
+        proposal: ``"snr"``, ``"uniform"`` or weights over i = 2..N (see :func:`step_proposal`);
+            uniform draws can give heavy-tailed, low-biased estimates with few steps (docs/math.md).
         variance: ``"transition"`` (σ_i², Eq. 19–20) or ``"posterior"`` (σ_i² s_{i−1}²/s_i²).
         decoder: ``"discrete"`` (8-bit data) or ``"continuous"`` (a density, for real-valued data).
         batch_size: images per network call.
