@@ -245,6 +245,11 @@ class Diffusion:
                         **sampler_kwargs)
             return self.from_basis(x)
 
+    def nll(self, model: Model, x0: Tensor, **kwargs):
+        """The variational bound in bits/dim (docs/math.md, "Likelihood"); see gendiff.likelihood.nll."""
+        from gendiff.likelihood import nll  # imported here: the engine does not depend on it
+        return nll(self, model, x0, **kwargs)
+
     def __repr__(self) -> str:
         return f"Diffusion({self.basis!r}, {type(self.schedule).__name__}(N={self.N}))"
 

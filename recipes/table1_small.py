@@ -1,42 +1,64 @@
-"""A small-scale Table 1 on the CPU: no blur vs quartic vs log, same network, steps and seeds.
+"""A small-scale Table 1 on the CPU: the paper's rows on two embedded datasets, evaluated.
 
-    python recipes/table1_small.py                 # digits 16×16, 3 × 3000 steps (~1 h on 2 cores)
-    python recipes/table1_small.py --quick         # a smoke run
+    python recipes/table1_small.py                              # both datasets, every row
+    python recipes/table1_small.py --datasets photos-gray --threads 1
+    python recipes/table1_small.py --quick                      # a smoke run (minutes)
 
-The paper's f(N) values are for 64×64 images. Here f(N) is scaled so that the final blur std
-σ√F(N) keeps the paper's ratio to the image side (2.1 px of 64 for quartic 0.14, 9.1 px of 64
-for log 0.6). Every run is then sampled with DPM-Solver++ (50 steps) on a held-out-sized set for
-several seeds and scored with SWD per pyramid level and the spectrum error (results.json, and
-a markdown table on stdout).
+Datasets: scikit-learn's digits at 16×16, and 32×32 grayscale crops of the photographs bundled
+with scikit-image (training and held-out crops come from different photographs, see
+gendiff/data/embedded.py). Rows: no blur; quartic with f(N) scaled so the final blur std σ√F(N)
+keeps the paper's ratio to the image side (2.1 px of 64); quartic at the paper's absolute
+f(N) = 0.140625 (2.1 px whatever the size); log scaled the same way (9.1 px of 64); and the
+fine-to-coarse ablation (quartic, scaled, D → I − D). Every row has the same network, steps and
+seeds. Each is scored with the variational bound in bits/dim on the held-out set (its standard
+error, and the paired difference to the no-blur row on the same images and noise), SWD per
+pyramid level against the held-out set and against the training set, and the spectrum error.
+The row "data" is training images scored like samples: the floor of the sample metrics.
+Writes <out>/<dataset>/<row>/ (run, samples, trajectory, eval.json) and <out>/<dataset>/results.json,
+assembled from every row's eval.json found there — so rows may run in separate processes
+(``--rows``), and ``--report`` re-assembles the table without training.
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+import math
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import (
-    DEMO_TRAIN,
-    add_data_args,
-    add_run_args,
-    data_channels,
-    fabric_config,
-    model_dict,
-    run,
-    train_config,
-)
-from evaluate import evaluate_checkpoint, image_metrics, summarize
-from gendiff.schedules import SpeedSchedule, VPBlurSchedule
+from common import DEMO_TRAIN, add_run_args, fabric_config, model_dict, run, train_config
+from evaluate import bits_per_dim, draw_samples, image_metrics, summarize
 
 from gendiff import GaussianBlurBasis
 from gendiff.data import build_dataset
-from gendiff.training import DataConfig, RunConfig
+from gendiff.schedules import SpeedSchedule, VPBlurSchedule
+from gendiff.training import DataConfig, RunConfig, load_run
 
-N, SIGMA, PAPER_SIZE = 1000, 0.4, 64
-PAPER_ROWS = {"no-blur": ("none", 0.0), "quartic": ("quartic", 0.140625), "log": ("log", 0.6)}
+N, SIGMA, PAPER_SIZE, PAPER_QUARTIC, PAPER_LOG = 1000, 0.4, 64, 0.140625, 0.6
+# row: (blur speed, the paper's f(N), scaled to the image side, fine-to-coarse)
+ROWS = {"no-blur": ("none", 0.0, False, False), "quartic": ("quartic", PAPER_QUARTIC, True, False),
+        "quartic-abs": ("quartic", PAPER_QUARTIC, False, False), "log": ("log", PAPER_LOG, True, False),
+        "fine-to-coarse": ("quartic", PAPER_QUARTIC, True, True)}
+
+
+@dataclass(frozen=True)
+class DataSetup:
+    """What one dataset's rows share (sized for the 2 shared cores of 2026-11-26, see docs/results.md)."""
+
+    size: int
+    train_steps: int
+    batch_size: int
+    eval_n: int          # samples per sampling seed
+    sample_steps: int    # DPM-Solver++ steps for the evaluation samples
+    nll_steps: int       # sampled steps per held-out image for bits/dim
+    nll_every: int = 1   # bits/dim on every k-th held-out image (a subset spread over all photos)
+
+
+DATASETS = {"digits": DataSetup(16, 400, 64, 256, 20, 8),
+            "photos-gray": DataSetup(32, 200, 32, 128, 20, 4, nll_every=2)}
 
 
 def scaled_f_N(kind: str, f_N: float, size: int) -> float:
@@ -48,70 +70,156 @@ def scaled_f_N(kind: str, f_N: float, size: int) -> float:
     return float(f_N * F_target / F_paper)
 
 
+def row_schedule(row: str, size: int) -> VPBlurSchedule:
+    kind, f_N, scaled, f2c = ROWS[row]
+    return VPBlurSchedule(kind, scaled_f_N(kind, f_N, size) if scaled else f_N, N=N, fine_to_coarse=f2c)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_args(p, size=16)
-    p.add_argument("--rows", nargs="+", default=list(PAPER_ROWS), choices=list(PAPER_ROWS))
-    p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--eval-n", type=int, help="samples per seed (default: held-out size)")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--eval-n", type=int, help="samples per seed (default: the dataset's)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--report", action="store_true", help="only assemble results.json from the rows' eval.json")
+    p.add_argument("--rescore", action="store_true", help="with --report: add snr-proposal bits/dim to old rows")
     add_run_args(p)
     args = p.parse_args(argv)
     args.out = args.out if args.out != "runs" else "runs/table1-small"
     return args
 
 
-def row_config(args, row: str) -> RunConfig:
-    kind, f_N = PAPER_ROWS[row]
-    channels = data_channels(args.data)
-    schedule = VPBlurSchedule(kind, scaled_f_N(kind, f_N, args.size), N=N)
-    return RunConfig(row, GaussianBlurBasis((args.size, args.size), sigma=SIGMA).config(), schedule.config(),
-                     model_dict(args, channels), DataConfig(args.data, args.size, channels),
-                     train_config(args, replace(DEMO_TRAIN, steps=3000)), fabric_config(args), args.out)
+def row_config(args, data: str, row: str) -> RunConfig:
+    s = DATASETS[data]
+    args.size = s.size  # model_dict reads it
+    base = replace(DEMO_TRAIN, steps=s.train_steps, batch_size=s.batch_size, sample_steps=s.sample_steps)
+    return RunConfig(row, GaussianBlurBasis((s.size, s.size), sigma=SIGMA).config(), row_schedule(row, s.size).config(),
+                     model_dict(args, 1), DataConfig(data, s.size, 1), train_config(args, base),
+                     fabric_config(args), str(Path(args.out, data)))
+
+
+def load_split(data: str, split: str, size: int) -> torch.Tensor:
+    ds = build_dataset(data, split, size, (-1.0, 1.0), 1)
+    return torch.stack([ds[k] for k in range(len(ds))])
+
+
+def sample_metrics(x: torch.Tensor, refs: dict, seed: int) -> dict:
+    """SWD and spectrum against the held-out set, and SWD against the training set."""
+    m = image_metrics(x, refs["test"], (-1.0, 1.0), 8, seed)
+    m.update({f"train_{k}": v for k, v in image_metrics(x, refs["train"], (-1.0, 1.0), 8, seed).items()
+              if k.startswith("swd")})
+    return m
+
+
+def evaluate_row(ckpt: Path, refs: dict, args, s: DataSetup) -> dict:
+    per_seed = [{"seed": seed, **sample_metrics(draw_samples(ckpt, args.n, seed, None, s.sample_steps, 128),
+                                                refs, seed)} for seed in args.eval_seeds]
+    return {"summary": summarize(per_seed), **score_nll(ckpt, refs, s)}
+
+
+def score_nll(ckpt: Path, refs: dict, s: DataSetup, proposals=("snr", "uniform")) -> dict:
+    """bits/dim with the snr proposal ("nll", the estimate) and uniform steps ("nll_uniform").
+
+    Every row uses the same generator seed, so rows share the forward noise of each image (and,
+    with uniform steps, the steps too): paired differences have small standard errors. Uniform
+    steps alone are not enough: their per-image estimates are heavy-tailed (rare draws at small i
+    carry most of the bound), so with a few steps they usually come out low, SE included
+    (docs/results.md).
+    """
+    _, diffusion, model = load_run(ckpt)
+    out = {}
+    for proposal in proposals:
+        t0 = time.time()
+        b = bits_per_dim(diffusion, model, refs["test"][::s.nll_every], (-1.0, 1.0), s.nll_steps, proposal=proposal)
+        out["nll" if proposal == "snr" else "nll_" + proposal] = {**b, "seconds": time.time() - t0}
+    return out
+
+
+def rescore(args, data: str, refs: dict) -> None:
+    """Add the snr-proposal bits/dim to rows evaluated before it existed ("nll" was uniform)."""
+    for row in ROWS:
+        path = Path(args.out, data, row, "eval.json")
+        if path.exists() and "nll_uniform" not in (res := json.loads(path.read_text())):
+            print(f"rescoring {data} / {row}", flush=True)
+            res["nll_uniform"] = res.pop("nll")
+            res.update(score_nll(path.parent / "last.ckpt", refs, DATASETS[data], proposals=("snr",)))
+            path.write_text(json.dumps(res))
+
+
+def data_reference(refs: dict, args) -> dict:
+    """Training images scored as if they were samples (against the rest of the training set)."""
+    per_seed = []
+    for seed in args.eval_seeds:
+        perm = torch.randperm(len(refs["train"]), generator=torch.Generator().manual_seed(seed))
+        x, rest = refs["train"][perm[:args.n]], refs["train"][perm[args.n:]]
+        per_seed.append({"seed": seed, **sample_metrics(x, {"test": refs["test"], "train": rest}, seed)})
+    return {"summary": summarize(per_seed)}
+
+
+def paired_difference(results: dict, base: str = "no-blur") -> None:
+    """bits/dim minus the base row's, on the same held-out images and noise draws, ± its SE."""
+    for key in ("nll", "nll_uniform"):
+        if key not in results.get(base, {}):
+            continue
+        b = np.array(results[base][key]["bpd_per_image"])
+        for r in results.values():
+            if key in r:
+                d = np.array(r[key]["bpd_per_image"]) - b
+                r[key]["diff_vs_" + base] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / math.sqrt(len(d)))}
+
+
+def run_dataset(args, data: str) -> dict:
+    s = DATASETS[data]
+    args.n = args.eval_n or (32 if args.quick else s.eval_n)
+    refs = {split: load_split(data, split, s.size) for split in ("train", "test")}
+    if args.quick:
+        refs["test"] = refs["test"][:64]
+    if args.report and args.rescore:
+        rescore(args, data, refs)
+    for row in [] if args.report else args.rows:
+        config = row_config(args, data, row)
+        print(f"== {data} / {row}: {config.schedule}", flush=True)
+        t0 = time.time()
+        run_dir = run(config, args)
+        if run_dir is None:  # not rank 0 of a multi-process run: rank 0 evaluates
+            return {}
+        res = {"schedule": config.schedule, "train_seconds": time.time() - t0,
+               **evaluate_row(run_dir / "last.ckpt", refs, args, s)}
+        res["total_seconds"] = time.time() - t0
+        (run_dir / "eval.json").write_text(json.dumps(res))
+    results = {row: json.loads(Path(args.out, data, row, "eval.json").read_text())
+               for row in ROWS if Path(args.out, data, row, "eval.json").exists()}
+    results["data"] = data_reference(refs, args)
+    paired_difference(results)
+    Path(args.out, data, "results.json").write_text(json.dumps(results, indent=1))
+    print_table(data, results)
+    return results
+
+
+def print_table(data: str, results: dict) -> None:
+    keys = [k for k in results["data"]["summary"] if k.startswith(("swd", "train_swd", "spec"))]
+    print(f"\n{data}\n| row | f(N) | bits/dim | Δ vs no blur | " + " | ".join(keys) + " |")
+    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in keys) + " |")
+    for row, r in results.items():
+        b = r.get("nll")
+        bpd = f"{b['bpd']:.4f} ± {b['bpd_se']:.4f}" if b else "—"
+        diff = b.get("diff_vs_no-blur") if b else None
+        diff = f"{diff['mean']:+.4f} ± {diff['se']:.4f}" if diff else "—"
+        f_N = f"{r['schedule']['f_N']:.4g}" if "schedule" in r else "—"
+        cells = [f"{r['summary'][k]['mean']:.3g} ± {r['summary'][k]['std']:.2g}" for k in keys]
+        print(f"| {row} | {f_N} | {bpd} | {diff} | " + " | ".join(cells) + " |")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    results = {}
-    for row in args.rows:
-        config = row_config(args, row)
-        print(f"== {row}: {config.schedule}")
-        run_dir = run(config, args)
-        if run_dir is None:  # not rank 0 of a multi-process run: rank 0 evaluates
-            return None
-        res = evaluate_checkpoint(run_dir / "last.ckpt", n=args.eval_n or (32 if args.quick else None),
-                                  seeds=args.eval_seeds, out=run_dir / "eval")
-        results[row] = {"schedule": config.schedule, "summary": res["summary"]}
-    results["data"] = {"schedule": {"f_N": float("nan")}, "summary": data_reference(args)}
-    Path(args.out, "results.json").write_text(json.dumps(results, indent=2))
-    print_table(results)
-    return results
-
-
-def data_reference(args) -> dict:
-    """The metrics of training images against the held-out set: the floor a model can reach."""
-    channels = data_channels(args.data)
-    test = build_dataset(args.data, "test", args.size, (-1.0, 1.0), channels)
-    train = build_dataset(args.data, "train", args.size, (-1.0, 1.0), channels)
-    ref = torch.stack([test[k] for k in range(len(test))])
-    n = args.eval_n or len(ref)
-    per_seed = []
-    for seed in args.eval_seeds:
-        idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
-        x = torch.stack([train[int(k)] for k in idx])
-        per_seed.append(image_metrics(x, ref, (-1.0, 1.0), 8, seed))
-    return summarize(per_seed)
-
-
-def print_table(results: dict) -> None:
-    keys = [k for k in next(iter(results.values()))["summary"] if k.startswith(("swd", "spec"))]
-    print("| row | f(N) | " + " | ".join(keys) + " |")  # row "data": training images, the floor
-    print("| --- | --- | " + " | ".join("---" for _ in keys) + " |")
-    for row, r in results.items():
-        s = r["summary"]
-        cells = [f"{s[k]['mean']:.3g} ± {s[k]['std']:.2g}" for k in keys]
-        print(f"| {row} | {r['schedule']['f_N']:.4g} | " + " | ".join(cells) + " |")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    out = {data: run_dataset(args, data) for data in args.datasets}
+    print(f"\ntotal wall time {time.time() - t0:.0f} s on {torch.get_num_threads()} torch thread(s)")
+    return out
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()
