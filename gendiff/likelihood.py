@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from gendiff.checks import call_model, check_data, check_generator
+from gendiff.checks import call_model, check_data
+from gendiff.randomness import check_generator
 
 # The Gaussian prior N(0, s_N²) assumes q(x̄_N | x̄_0) has forgotten the data; a larger
 # a_N/s_N (e.g. heat dissipation, whose mean colour is never noised away) is refused.
