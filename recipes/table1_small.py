@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import DEMO_TRAIN, add_run_args, fabric_config, model_dict, run, train_config
+from common import DEMO_TRAIN, add_run_args, fabric_config, model_dict, run, set_threads, train_config
 from evaluate import bits_per_dim, draw_samples, image_metrics, summarize
 
 from gendiff import GaussianBlurBasis
@@ -81,12 +81,12 @@ def parse_args(argv=None):
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--eval-n", type=int, help="samples per seed (default: the dataset's)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--report", action="store_true", help="only assemble results.json from the rows' eval.json")
     p.add_argument("--rescore", action="store_true", help="with --report: add snr-proposal bits/dim to old rows")
     add_run_args(p)
     args = p.parse_args(argv)
-    args.out = args.out if args.out != "runs" else "runs/table1-small"
+    # the table is a folder of runs: --out/--name names it (default runs/table1-small)
+    args.out = str(Path(args.out, args.name or "table1-small"))
     return args
 
 
@@ -213,8 +213,7 @@ def print_table(data: str, results: dict) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     t0 = time.time()
     out = {data: run_dataset(args, data) for data in args.datasets}
     print(f"\ntotal wall time {time.time() - t0:.0f} s on {torch.get_num_threads()} torch thread(s)")
