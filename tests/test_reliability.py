@@ -739,7 +739,7 @@ def test_bad_flags_stop_before_any_work(recipes_importable, capsys, recipe, argv
     ("sample_steps", 0, r"sample_steps \(--sample-steps\) must be an integer >= 1, got 0"),
     ("sample_steps", 5000, r"must be in 1..N=100 .* for sampler 'dpm\+\+2m', got 5000"),
     ("lr", 0.0, r"lr \(--lr\) must be a finite number > 0.0, got 0.0"),
-    ("sampler", "euler", r"unknown sampler 'euler'; valid: \["),
+    ("sampler", "euler", r"TrainConfig.sampler: unknown sampler 'euler'; valid names: \[.*\] or an import path"),
 ])
 def test_train_config_checks_every_field(tmp_path, field, value, message):
     config = tiny_run(tmp_path)

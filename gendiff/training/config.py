@@ -85,8 +85,10 @@ class TrainConfig:
         _check_float(c, "ema_decay", self.ema_decay, 0.0, 1.0)
         if self.grad_clip is not None:
             _check_float(c, "grad_clip", self.grad_clip, 0.0, open_lo=True)
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"TrainConfig.sampler: unknown sampler {self.sampler!r}; valid: {sorted(SAMPLERS)}")
+        try:  # a registered name or an import path, as Diffusion.sample takes it
+            SAMPLERS.resolve(self.sampler)
+        except (ImportError, ValueError, TypeError) as e:
+            raise ConfigError(f"TrainConfig.sampler: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ class RunConfig:
                 raise ConfigError(f"RunConfig.{k} must be a config dict, got {getattr(self, k)!r}")
         t = self.train
         recorded = "unrecorded" not in self.schedule  # a ready component that has no config
-        if t.sample_steps is not None and SAMPLERS[t.sampler].steps is not None and recorded:
+        if t.sample_steps is not None and SAMPLERS.resolve(t.sampler).steps is not None and recorded:
             N = build_schedule(self.schedule).N
             if t.sample_steps > N:
                 raise ConfigError(f"TrainConfig.sample_steps (--sample-steps) must be in 1..N={N} (the schedule's "

@@ -103,7 +103,7 @@ def sampling_steps(sampler: str, steps: int | None, N: int, *, requested: bool =
     Raises:
         ValueError: naming the sampler, the value and what is valid.
     """
-    spec = SAMPLERS[sampler]
+    spec = SAMPLERS.resolve(sampler)
     if spec.steps is None:
         if requested and steps is not None and steps != N:
             raise ValueError(f"--steps {steps}: sampler {sampler!r} always takes all N={N} steps (it has no "
