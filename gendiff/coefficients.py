@@ -96,7 +96,9 @@ class Coefficients:
         different captured options (say DDIM's η) never share an entry.
         """
         cells = tuple(c.cell_contents for c in (fn.__closure__ or ()))
-        key = (fn.__code__, cells, args)
+        # default arguments are inputs too: def m(t, u, eta=eta) must not share η's entries
+        kwdefaults = tuple(sorted((fn.__kwdefaults__ or {}).items()))
+        key = (fn.__code__, fn.__defaults__, kwdefaults, cells, args)
         try:
             hash(key)
         except TypeError:  # an unhashable captured value: compute, do not cache

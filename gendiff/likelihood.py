@@ -14,6 +14,7 @@ variance as an option). Only the public pieces are used: ``basis.forward/inverse
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -232,8 +233,15 @@ def nll(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, ste
         if val not in ok:
             raise ValueError(f"{name} must be one of {ok}, got {val!r}")
     check_data(x0, diffusion.basis)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"nll takes one torch.Generator (its steps and noise are drawn per batch), got "
+                        f"{type(generator).__name__}")
     check_generator(generator, x0.device)
     check_gaussian_prior(diffusion)
+    if diffusion.last_train_step < diffusion.N:
+        warnings.warn(f"the bound sums over steps 2..N={diffusion.N}, but the model was trained on "
+                      f"1..{diffusion.last_train_step}: the terms above it score steps the model never saw",
+                      stacklevel=2)
     if decoder == "discrete":
         x0 = _quantize(x0, value_range, bits)
     probs = step_proposal(diffusion, proposal) if steps is not None and diffusion.N > 1 else None

@@ -55,14 +55,17 @@ def parse_args(argv=None):
                    help="bits/dim: sampled steps per held-out image, 'all' for the exact sum, 0 to skip")
     p.add_argument("--nll-proposal", default="snr", choices=["snr", "uniform"], help="how bits/dim draws its steps")
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="import the custom components (package.module:Name) the checkpoint names; only for files you trust")
     p.add_argument("--threads", type=int_at_least(1), help="torch CPU threads (default: the cores the load leaves free)")
     return p.parse_args(argv)
 
 
 @torch.no_grad()
-def draw_samples(ckpt, n: int, seed: int, sampler: str | None, steps: int | None, batch_size: int):
+def draw_samples(ckpt, n: int, seed: int, sampler: str | None, steps: int | None, batch_size: int,
+                 trust_code: bool = False):
     """``steps``: network evaluations asked for (None: the sampler's default); see sampling_steps."""
-    config, diffusion, model = load_run(ckpt)
+    config, diffusion, model = load_run(ckpt, trust_code=trust_code)
     d, prior = config.data, load_prior(config)
     sampler = sampler or config.train.sampler
     steps = sampling_steps(sampler, steps, diffusion.N, requested=steps is not None)
@@ -119,8 +122,8 @@ def summarize(per_seed: list[dict]) -> dict:
 
 def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=None, batch_size=128,
                         swd_min_size=8, inception=None, out=None, ref_spec=None, nll_steps=16,
-                        nll_proposal="snr") -> dict:
-    config, diffusion, model = load_run(ckpt)
+                        nll_proposal="snr", trust_code: bool = False) -> dict:
+    config, diffusion, model = load_run(ckpt, trust_code=trust_code)
     d, sampler = config.data, sampler or config.train.sampler
     try:  # checked before any sampling: a step count this sampler would ignore is refused
         steps_run = steps_taken(sampling_steps(sampler, steps, diffusion.N, requested=steps is not None), diffusion.N)
@@ -133,7 +136,7 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
     out.mkdir(parents=True, exist_ok=True)
     per_seed, first = [], None
     for seed in seeds:
-        x = draw_samples(ckpt, n, seed, sampler, steps, batch_size)
+        x = draw_samples(ckpt, n, seed, sampler, steps, batch_size, trust_code)
         first = x if first is None else first
         per_seed.append({"seed": seed, **image_metrics(x, ref, d.value_range, swd_min_size, seed)})
     per_seed[0].update(fid_kid(first, ref, d.value_range, inception))
@@ -184,7 +187,8 @@ def main(argv=None):
         result = evaluate_checkpoint(args.ckpt, n=args.n, seeds=args.seeds, sampler=args.sampler, steps=args.steps,
                                      batch_size=args.batch_size, swd_min_size=args.swd_min_size,
                                      inception=args.inception, out=args.out, ref_spec=args.ref,
-                                     nll_steps=args.nll_steps, nll_proposal=args.nll_proposal)
+                                     nll_steps=args.nll_steps, nll_proposal=args.nll_proposal,
+                                     trust_code=args.trust_code)
     else:
         if not (args.ref and args.size):
             raise SystemExit("--samples needs --ref and --size")

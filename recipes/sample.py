@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--out", help="output folder (default: <run>/samples-<sampler>-<network evaluations>)")
     p.add_argument("--no-clip", action="store_true", help="do not clamp x̂_0 to the data range (if the run does)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--trust-code", action="store_true",
+                   help="import the custom components (package.module:Name) the checkpoint names; only for files you trust")
     p.add_argument("--threads", type=int_at_least(1), help="torch CPU threads (default: the cores the load leaves free)")
     return p.parse_args(argv)
 
@@ -49,7 +51,7 @@ def main(argv=None) -> Path:
         raise SystemExit(f"error: --device: {e}") from None
     if torch.device(args.device).type == "cpu":
         set_threads(args.threads)
-    config, diffusion, model = load_run(args.ckpt, args.device)
+    config, diffusion, model = load_run(args.ckpt, args.device, trust_code=args.trust_code)
     args.sampler = args.sampler or config.train.sampler
     try:
         steps = sampling_steps(args.sampler, args.steps, diffusion.N, requested=args.steps is not None)

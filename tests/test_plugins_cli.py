@@ -131,10 +131,13 @@ def test_sample_and_evaluate_rebuild_the_custom_components_in_fresh_processes(tr
     ckpt = trained / "last.ckpt"
     res = run_py(ROOT / "recipes/sample.py", "--ckpt", ckpt, "--n", "3", "--steps", "3", "--threads", "1",
                  "--device", "cpu", pythonpath=plugin)
+    assert res.returncode == 1 and "names code to import" in res.stderr and "--trust-code" in res.stderr
+    res = run_py(ROOT / "recipes/sample.py", "--ckpt", ckpt, "--n", "3", "--steps", "3", "--threads", "1",
+                 "--device", "cpu", "--trust-code", pythonpath=plugin)
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(list((trained / "samples-dpm++2m-3").glob("0*.png"))) == 3
     res = run_py(ROOT / "recipes/evaluate.py", "--ckpt", ckpt, "--n", "16", "--seeds", "0", "--steps", "3",
-                 "--threads", "1", pythonpath=plugin)
+                 "--threads", "1", "--trust-code", pythonpath=plugin)
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((trained / "eval-dpm++2m-3" / "metrics.json").read_text())
     assert metrics["steps"] == 3 and all(torch.isfinite(torch.tensor(v["mean"])) for v in metrics["summary"].values())
@@ -212,7 +215,10 @@ def test_a_custom_network_by_import_path_trains_and_loads(recipes, tmp_path):
     out = recipes.main(["--model", "mylab_test.nets:TinyNet", "--model-args", '{"width": 4}', "--size", "8",
                         "--steps", "2", "--batch-size", "4", "--sample-steps", "2", "--threads", "1",
                         "--no-figures", "--out", str(tmp_path), "--name", "net"])
-    config, diffusion, model = load_run(out / "last.ckpt")
+    from gendiff.training import CheckpointError
+    with pytest.raises(CheckpointError, match=r"names code to import: \['mylab_test.nets:TinyNet'\]"):
+        load_run(out / "last.ckpt")
+    config, diffusion, model = load_run(out / "last.ckpt", trust_code=True)
     assert config.model == {"name": "mylab_test.nets:TinyNet", "width": 4}
     assert type(model).__name__ == "TinyNet" and model.width == 4
     x = torch.randn(2, 1, 8, 8)
@@ -251,3 +257,21 @@ def test_sample_refuses_steps_for_ihdm_and_names_the_folder_by_what_ran(recipes,
     assert not list(run.glob("samples-*"))
     out = sample.main(["--ckpt", ckpt, "--n", "1", "--device", "cpu", "--threads", "1"])
     assert out.name == "samples-ihdm-10" and (out / "000000.png").is_file()
+
+
+def test_a_checkpoint_naming_code_imports_nothing_unless_trusted(trained, tmp_path, monkeypatch):
+    """A checkpoint whose config names os:system (hash recomputed, as anyone editing it can) is
+    refused before any import or call; the marker file the command would create never exists."""
+    from gendiff.training import load_run
+    from gendiff.training.checkpoint import content_hash, load_checkpoint
+    state = load_checkpoint(trained / "last.ckpt")
+    marker = tmp_path / "ran"
+    state["config"]["parameterization"] = {"name": "os:system", "command": f"touch {marker}"}
+    state.pop("sha256")
+    state["sha256"] = content_hash({k: v for k, v in state.items() if k != "sha256"})
+    evil = tmp_path / "evil.ckpt"
+    torch.save(state, evil)
+    from gendiff.training import CheckpointError
+    with pytest.raises(CheckpointError, match=r"names code to import: \[.*'os:system'"):
+        load_run(evil)
+    assert not marker.exists()

@@ -171,7 +171,7 @@ def test_trainer_takes_ready_components_and_fit_sets_up(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ready" / "samples").iterdir()) == ["step-0000003.png",
                                                                                   "step-0000006.png"]
     # a class defined in a test module is importable by path: the checkpoint rebuilds it
-    config, _, model = load_run(ckpt)
+    config, _, model = load_run(ckpt, trust_code=True)
     assert config.model == {"name": f"{__name__}:LocalNet"} and isinstance(model, torch.nn.Module)
 
     class Unimportable(LocalNet):

@@ -38,7 +38,6 @@ from pathlib import Path
 
 import lmdb
 import numpy as np
-import torch
 
 from gendiff.data.folder import SkipsBadRecords, check_size_channels, decode_image
 from gendiff.value_range import check_range

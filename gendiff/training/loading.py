@@ -4,11 +4,14 @@ model, and the one rule for how many steps a sampler takes.
 Every component of a run is a config dict ``{"name": ..., **args}`` whose name is a registered
 name or an import path ``"package.module:Name"`` (gendiff.registry), so a fresh process rebuilds
 a custom basis, schedule, speed, parameterization, prior or network by importing its module.
-Loading reads tensors only (``weights_only=True``); importing the modules a config names is the
-only code that runs, and those are the modules the user named when training.
+Loading reads tensors only (``weights_only=True``). A checkpoint that names custom components
+by import path is refused unless the caller trusts it (``trust_code=True``, recipes'
+``--trust-code``): rebuilding imports the modules it names and calls what they define with the
+arguments it stores, and the file's hash proves integrity, not who wrote it.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -121,7 +124,29 @@ def steps_taken(steps: int | None, N: int) -> int:
     return N if steps is None else steps
 
 
-def load_run(ckpt: str | Path, device="cpu"):
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def imported_code(config: RunConfig) -> list[str]:
+    """Every import path ``package.module:Name`` the run's component configs name (sorted)."""
+    found: set[str] = set()
+
+    def walk(v) -> None:
+        if isinstance(v, str) and IMPORT_PATH.match(v):
+            found.add(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+    for part in (config.basis, config.schedule, config.parameterization, config.prior, config.model,
+                 config.train.sampler):
+        walk(part)
+    return sorted(found)
+
+
+def load_run(ckpt: str | Path, device="cpu", *, trust_code: bool = False):
     """(RunConfig, Diffusion, EMA model) from a checkpoint, for sampling and evaluation.
 
     The checkpoint holds the full config, so nothing else is needed to rebuild the run; custom
@@ -129,15 +154,25 @@ def load_run(ckpt: str | Path, device="cpu"):
     ``weights_only=True`` and its hash checked (:func:`load_checkpoint`), on the CPU: a run
     trained on a GPU loads on any machine, and ``device`` is checked first.
 
+    Args:
+        trust_code: import the custom components the checkpoint names (see the module doc);
+            without it such a checkpoint is refused before anything is imported.
+
     Raises:
-        CheckpointError: the file is not a readable gendiff run, or a module it names cannot be
-            imported (the message names the module).
+        CheckpointError: the file is not a readable gendiff run, it names code and
+            ``trust_code`` is False, or a module it names cannot be imported (the message names it).
     """
     check_device(device)
     state = load_checkpoint(ckpt)
     try:
         config = RunConfig.from_dict(state["config"])
         _check_recorded(ckpt, config)
+        code = imported_code(config)
+        if code and not trust_code:
+            raise CheckpointError(
+                f"checkpoint {ckpt} names code to import: {code}. Rebuilding it imports these modules and "
+                "calls what they define with arguments stored in the file; nothing was imported. If you "
+                "trust this file, pass trust_code=True (recipes: --trust-code)")
         model = build_network(config.model)
         ema = ema_model(model, config.train.ema_decay)
         ema.load_state_dict(state["ema"])
@@ -145,6 +180,8 @@ def load_run(ckpt: str | Path, device="cpu"):
     except ImportError as e:
         raise CheckpointError(f"checkpoint {ckpt} names a component whose module cannot be imported: {e}. "
                               "Install it or put its folder on PYTHONPATH, as when it was trained") from e
+    except CheckpointError:
+        raise
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {ckpt} does not describe a gendiff run: {type(e).__name__}: "
                               f"{str(e)[:300]}") from e
