@@ -35,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--out", help="output folder (default: <run>/samples-<sampler>-<network evaluations>)")
     p.add_argument("--no-clip", action="store_true", help="do not clamp x̂_0 to the data range (if the run does)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace the PNGs already in the output folder")
     p.add_argument("--trust-code", action="store_true",
                    help="import the custom components (package.module:Name) the checkpoint names; only for files you trust")
     p.add_argument("--threads", type=int_at_least(1), help="torch CPU threads (default: the cores the load leaves free)")
@@ -59,6 +60,12 @@ def main(argv=None) -> Path:
         raise SystemExit(f"error: {e}") from None
     d, prior = config.data, load_prior(config)
     out = Path(args.out or Path(args.ckpt).parent / f"samples-{args.sampler}-{steps_taken(steps, diffusion.N)}")
+    if out.is_dir() and any(out.glob("*.png")) and not args.overwrite:
+        # a folder of numbered PNGs is what FID reads: mixing two samplings would corrupt it
+        raise SystemExit(f"error: {out} already holds samples; pass --overwrite to replace them, or --out "
+                         "another folder")
+    for old in out.glob("*.png") if out.is_dir() else ():
+        old.unlink()
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator(args.device).manual_seed(args.seed)
     opts = {"eta": args.eta} if args.sampler == "ddim" else {}
