@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from common import DEMO_TRAIN, add_data_args, add_run_args, data_channels, fabric_config, model_dict, run, train_config
+from common import (DEMO_TRAIN, add_data_args, add_run_args, data_channels, fabric_config, float_in, model_dict, run,
+                    train_config)
 
 from gendiff import DCTBasis
 from gendiff.schedules import BlurringDiffusionSchedule
@@ -23,7 +24,8 @@ def parse_args(argv=None):
     add_data_args(p, size=32)
     p.add_argument("--N", type=int, default=1000)
     p.add_argument("--sigma-B-max", type=float, default=20.0)
-    p.add_argument("--d-min", type=float, default=0.001)
+    p.add_argument("--d-min", type=float_in(0.0, 0.999, open_lo=True), default=0.001,
+                   help="smallest frequency scaling d_min, in (0, 1)")
     p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim", "dpm++2m"])
     add_run_args(p)
     return p.parse_args(argv)

@@ -31,6 +31,10 @@ class BlurringDiffusionSchedule(Schedule):
     def __init__(self, N: int = 1000, sigma_B_max: float = 20.0, d_min: float = 0.001,
                  logsnr_max: float = 10.0, logsnr_min: float = -10.0):
         super().__init__(N)
+        if not 0 < float(d_min) < 1:
+            raise ValueError(f"d_min must be in (0, 1) (the smallest frequency scaling; 0.001 in the paper), got {d_min!r}")
+        if not float(sigma_B_max) > 0:
+            raise ValueError(f"sigma_B_max must be > 0 (the final blur std in pixels), got {sigma_B_max!r}")
         self.sigma_B_max, self.d_min = float(sigma_B_max), float(d_min)
         self.logsnr_max, self.logsnr_min = float(logsnr_max), float(logsnr_min)
         t = np.arange(N + 1) / N

@@ -762,8 +762,11 @@ def test_recipe_refusals_before_any_work(recipes_importable, tmp_path):
         lsun_blur.build_config(args)
     # a schedule flag the schedule cannot take (d_min = 0: log 0) fails before the folder is made
     import blurring_diffusion
-    with pytest.raises(ConfigError, match=r"invalid run .*'d_min': 0.0.*math domain error"):
+    with pytest.raises(SystemExit) as stop:  # argparse: "--d-min: must be a finite number (0.0, 0.999], got 0"
         blurring_diffusion.main(["--d-min", "0", "--out", str(tmp_path), "--quick"])
+    assert stop.value.code == 2 and not any(tmp_path.iterdir())  # nothing was written
+    with pytest.raises(ValueError, match=r"d_min must be in \(0, 1\).*got 0.0"):  # the library's own check
+        BlurringDiffusionSchedule(d_min=0.0)
     # --resume with no checkpoint is an error, and leaves no folder behind
     args = lsun_blur.parse_args(["--resume", "--out", str(tmp_path), "--name", "none"])
     with pytest.raises(RunDirError, match="nothing to resume"):
