@@ -500,7 +500,8 @@ def _end_figures(trainer: Trainer) -> None:
     g = torch.Generator(trainer.fabric.device).manual_seed(t.seed)
     trajectory(trainer.diffusion, trainer.ema.module.eval(), (8, d.channels, d.size, d.size),
                trainer.run_dir / "trajectory.png", value_range=d.value_range, generator=g, sampler=t.sampler,
-               steps=sampling_steps(t.sampler, t.sample_steps, trainer.diffusion.N), device=trainer.fabric.device,
+               steps=sampling_steps(t.sampler, t.sample_steps, trainer.diffusion.last_train_step),
+               device=trainer.fabric.device,
                prior=trainer.prior, clip_x0=sample_clip(config))
     trainer.sample_grid(n=t.sample_n)
 

@@ -68,7 +68,7 @@ def draw_samples(ckpt, n: int, seed: int, sampler: str | None, steps: int | None
     config, diffusion, model = load_run(ckpt, trust_code=trust_code)
     d, prior = config.data, load_prior(config)
     sampler = sampler or config.train.sampler
-    steps = sampling_steps(sampler, steps, diffusion.N, requested=steps is not None)
+    steps = sampling_steps(sampler, steps, diffusion.last_train_step, requested=steps is not None)
     g = torch.Generator().manual_seed(seed)
     out = [diffusion.sample(model, (min(batch_size, n - k), d.channels, d.size, d.size), sampler=sampler,
                             steps=steps, generator=g,
@@ -126,7 +126,8 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
     config, diffusion, model = load_run(ckpt, trust_code=trust_code)
     d, sampler = config.data, sampler or config.train.sampler
     try:  # checked before any sampling: a step count this sampler would ignore is refused
-        steps_run = steps_taken(sampling_steps(sampler, steps, diffusion.N, requested=steps is not None), diffusion.N)
+        first = diffusion.last_train_step  # where the grid starts
+        steps_run = steps_taken(sampling_steps(sampler, steps, first, requested=steps is not None), first)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     ref = build_dataset(ref_spec or d.spec, "test", d.size, d.value_range, d.channels)

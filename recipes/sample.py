@@ -55,11 +55,12 @@ def main(argv=None) -> Path:
     config, diffusion, model = load_run(args.ckpt, args.device, trust_code=args.trust_code)
     args.sampler = args.sampler or config.train.sampler
     try:
-        steps = sampling_steps(args.sampler, args.steps, diffusion.N, requested=args.steps is not None)
+        steps = sampling_steps(args.sampler, args.steps, diffusion.last_train_step, requested=args.steps is not None)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     d, prior = config.data, load_prior(config)
-    out = Path(args.out or Path(args.ckpt).parent / f"samples-{args.sampler}-{steps_taken(steps, diffusion.N)}")
+    taken = steps_taken(steps, diffusion.last_train_step)  # the grid starts at the last trained step
+    out = Path(args.out or Path(args.ckpt).parent / f"samples-{args.sampler}-{taken}")
     if out.is_dir() and any(out.glob("*.png")) and not args.overwrite:
         # a folder of numbered PNGs is what FID reads: mixing two samplings would corrupt it
         raise SystemExit(f"error: {out} already holds samples; pass --overwrite to replace them, or --out "
@@ -80,7 +81,7 @@ def main(argv=None) -> Path:
             k += 1
         batches.append(x)
     grid = save_grid(torch.cat(batches)[:256], out / "grid.png", d.value_range)
-    print(f"{k} samples in {out} ({args.sampler}, {steps_taken(steps, diffusion.N)} network evaluations each); "
+    print(f"{k} samples in {out} ({args.sampler}, {taken} network evaluations each); "
           f"grid: {grid}")
     return out
 

@@ -231,7 +231,7 @@ def test_a_custom_network_by_import_path_trains_and_loads(recipes, tmp_path):
 
 def test_steps_are_decided_in_one_place():
     assert sampling_steps("ihdm", None, 200) is None  # all N steps
-    with pytest.raises(ValueError, match="always takes all N=200 steps"):
+    with pytest.raises(ValueError, match="always takes all 200 steps from step 200"):
         sampling_steps("ihdm", 10, 200, requested=True)
     assert sampling_steps("ihdm", 10, 200) is None  # a training default is not a request
     assert sampling_steps("dpm++2m", None, 200) == 50 and sampling_steps("ddim", 7, 200) == 7
@@ -256,11 +256,12 @@ def test_sample_refuses_steps_for_ihdm_and_names_the_folder_by_what_ran(recipes,
     run = heat_dissipation.main(["--K", "10", "--size", "8", "--model", "tiny", "--steps", "1", "--batch-size", "2",
                                  "--threads", "1", "--no-figures", "--out", str(tmp_path), "--name", "ihdm"])
     ckpt = str(run / "last.ckpt")
-    with pytest.raises(SystemExit, match="sampler 'ihdm' always takes all N=10 steps"):
+    # the IHDM recipe trains levels 1..K−1 (its reference code), so sampling walks 9 steps from 9
+    with pytest.raises(SystemExit, match="sampler 'ihdm' always takes all 9 steps from step 9"):
         sample.main(["--ckpt", ckpt, "--steps", "3", "--n", "1", "--device", "cpu", "--threads", "1"])
     assert not list(run.glob("samples-*"))
     out = sample.main(["--ckpt", ckpt, "--n", "1", "--device", "cpu", "--threads", "1"])
-    assert out.name == "samples-ihdm-10" and (out / "000000.png").is_file()
+    assert out.name == "samples-ihdm-9" and (out / "000000.png").is_file()
 
 
 def test_a_checkpoint_naming_code_imports_nothing_unless_trusted(trained, tmp_path, monkeypatch):

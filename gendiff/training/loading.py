@@ -98,9 +98,11 @@ def sample_clip(config: RunConfig) -> tuple[float, float] | None:
 def sampling_steps(sampler: str, steps: int | None, N: int, *, requested: bool = False) -> int | None:
     """The network evaluations to ask ``sampler`` for: the one place this is decided.
 
-    A sampler with a step budget (``Sampler.steps`` not None: ddim, dpm++2m, ancestral) takes
-    ``steps`` (its default when None), which must be in 1..N. A sampler that always walks all N
-    steps (reverse, ihdm) gets None; when the user ``requested`` a number other than N for it,
+    ``N`` is where the grid starts: the diffusion's ``last_train_step`` (N, or N − 1 for a run
+    trained on 1..N − 1 as the official code does), which is also the most steps any sampler can
+    take. A sampler with a step budget (``Sampler.steps`` not None: ddim, dpm++2m, ancestral)
+    takes ``steps`` (its default when None), which must be in 1..N. A sampler that walks every
+    step (reverse, ihdm) gets None; when the user ``requested`` a number other than N for it,
     that is refused rather than silently ignored.
 
     Raises:
@@ -109,7 +111,7 @@ def sampling_steps(sampler: str, steps: int | None, N: int, *, requested: bool =
     spec = SAMPLERS.resolve(sampler)
     if spec.steps is None:
         if requested and steps is not None and steps != N:
-            raise ValueError(f"--steps {steps}: sampler {sampler!r} always takes all N={N} steps (it has no "
+            raise ValueError(f"--steps {steps}: sampler {sampler!r} always takes all {N} steps from step {N} (it has no "
                              f"step budget); drop --steps, or choose a sampler with one: "
                              f"{sorted(k for k, v in SAMPLERS.items() if v.steps is not None)}")
         return None

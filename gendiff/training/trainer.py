@@ -253,7 +253,7 @@ class Trainer:
         g = torch.Generator(self.fabric.device).manual_seed(1234)
         return self.diffusion.sample(
             self.ema.module.eval(), (n or t.sample_n, d.channels, d.size, d.size), sampler=t.sampler,
-            steps=sampling_steps(t.sampler, t.sample_steps, self.diffusion.N), generator=g, progress=False,
+            steps=sampling_steps(t.sampler, t.sample_steps, self.diffusion.last_train_step), generator=g, progress=False,
             device=self.fabric.device, prior=self.prior, clip_x0=sample_clip(self.config))
 
     def sample_grid(self, n: int | None = None, path: Path | None = None) -> Path | None:
