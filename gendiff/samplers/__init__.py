@@ -40,11 +40,7 @@ SAMPLERS.register("ddim", Sampler(sample_ddim, "uniform", 50))
 SAMPLERS.register("dpm++2m", Sampler(sample_dpmpp_2m, "cubic", 50))
 SAMPLERS.register("ihdm", Sampler(sample_ihdm, "uniform", None))
 
-def sampler_steps(name: str, steps: int | None) -> int | None:
-    """``steps`` for samplers with a step budget; None (their full grid) for reverse and ihdm."""
-    return None if SAMPLERS[name].steps is None else steps
 
-
-__all__ = ["sampler_steps", "SAMPLERS", "Sampler", "GRIDS", "check_grid", "make_grid",
+__all__ = ["SAMPLERS", "Sampler", "GRIDS", "check_grid", "make_grid",
            "power_grid", "uniform_grid", "sample_reverse", "sample_ancestral", "sample_ddim",
            "sample_dpmpp_2m", "sample_ihdm"]
