@@ -84,6 +84,14 @@ def test_swd_levels_keys_and_reproducibility():
     assert list(swd(x, y, levels=2, **kw)) == ["64", "32", "mean"]
 
 
+@pytest.mark.parametrize("bad", [dict(min_size=0), dict(min_size=-3), dict(levels=0), dict(levels=-1)])
+def test_swd_refuses_a_pyramid_that_cannot_stop_or_is_empty(bad):
+    # min_size=0 used to loop forever (16 // 2 >= 0 always holds); levels=0 silently meant "auto".
+    x = pink_fields(2, size=16)
+    with pytest.raises(ValueError, match="min_size|levels"):
+        swd(x, x, patches_per_image=4, n_dirs=8, **bad)
+
+
 def test_swd_is_small_for_two_halves_of_one_sample_and_grows_with_blur(halves, same_swd):
     a, b = halves
     values = [same_swd] + [_swd(a, blur(b, s, mode="wrap")) for s in (0.5, 1.0, 2.0)]

@@ -128,6 +128,8 @@ def _equal_size(da: torch.Tensor, db: torch.Tensor, generator) -> tuple[torch.Te
 
 
 def _levels(h: int, w: int, min_size: int) -> int:
+    if min_size < 1:  # halving never falls below 0 px: the pyramid would never stop
+        raise ValueError(f"min_size must be at least 1 px, got {min_size}")
     levels, s = 1, min(h, w)
     while s // 2 >= min_size:
         levels, s = levels + 1, s // 2
@@ -145,8 +147,8 @@ def swd(a, b, *, patches_per_image: int = 128, n_dirs: int = 512, min_size: int 
             uint8. The counts may differ (the larger descriptor set is subsampled).
         patches_per_image: 7x7 descriptors drawn per image and level (Karras: 128).
         n_dirs: random projection directions per level (Karras: 4 x 128 = 512).
-        min_size: the pyramid stops at the last level of at least this many pixels (16).
-        levels: number of pyramid levels instead of ``min_size``.
+        min_size: the pyramid stops at the last level of at least this many pixels (16; >= 1).
+        levels: number of pyramid levels instead of ``min_size`` (>= 1).
         patch_size: descriptor side (7).
         value_range: range of float inputs.
         generator: torch.Generator (CPU) making patch positions and directions reproducible.
@@ -161,7 +163,9 @@ def swd(a, b, *, patches_per_image: int = 128, n_dirs: int = 512, min_size: int 
     a, b = map_range(a, value_range), map_range(b, value_range)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"image shapes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-    n_levels = levels or _levels(a.shape[2], a.shape[3], min_size)
+    if levels is not None and levels < 1:
+        raise ValueError(f"levels must be at least 1, got {levels}")
+    n_levels = levels if levels is not None else _levels(a.shape[2], a.shape[3], min_size)
     out = {}
     for la, lb in zip(laplacian_pyramid(a, n_levels), laplacian_pyramid(b, n_levels)):
         da = patch_descriptors(la, patches_per_image, patch_size, generator)
