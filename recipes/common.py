@@ -36,7 +36,7 @@ from gendiff.registry import import_object  # noqa: E402
 from gendiff.schedules import SCHEDULES  # noqa: E402
 from gendiff.schedules.speed import SPEEDS  # noqa: E402
 from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirError, RunLock,  # noqa: E402
-                              TrainConfig, Trainer, build_diffusion, check_run_name, claim_run_dir, sample_clip,
+                              TrainConfig, Trainer, build_diffusion, check_run_name, hold_run_dir, sample_clip,
                               sampling_steps)
 from gendiff.data.lsun import LMDBError  # noqa: E402
 from gendiff.training.config import ConfigError  # noqa: E402
@@ -437,18 +437,8 @@ def claim(config: RunConfig, args) -> RunLock | None:
     """Lock ``<out>/<name>`` and check it fits --resume/--overwrite; None on the other ranks."""
     if not _launching_rank():
         return None
-    run_dir = Path(config.out_dir) / config.name
-    existed = run_dir.exists()
-    lock = RunLock(run_dir).acquire()
-    try:
-        claim_run_dir(run_dir, resume=args.resume, overwrite=getattr(args, "overwrite", False))
-    except BaseException:
-        lock.release()
-        if not existed:  # do not leave behind the folder the lock created
-            lock.path.unlink(missing_ok=True)
-            run_dir.rmdir()
-        raise
-    return lock
+    return hold_run_dir(Path(config.out_dir) / config.name, resume=args.resume,
+                        overwrite=getattr(args, "overwrite", False))
 
 
 def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | None:

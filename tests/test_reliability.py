@@ -637,6 +637,37 @@ def test_resume_restores_every_rng_exactly(tmp_path):
 
 # ---- run folders: no silent overwrite, one process at a time ------------------------------------
 
+def test_a_run_started_from_python_never_writes_over_another_run(tmp_path):
+    Trainer(tiny_run(tmp_path, steps=2)).fit()
+    run = tmp_path / "run"
+    before = {f: (run / f).read_bytes() for f in ("last.ckpt", "metrics.csv", "config.json")}
+    with pytest.raises(RunDirError, match=r"already holds a run.*Trainer.resume\(\).*overwrite=True"):
+        Trainer(tiny_run(tmp_path, steps=4)).fit()
+    assert {f: (run / f).read_bytes() for f in before} == before
+    again = Trainer(tiny_run(tmp_path, steps=4))  # resuming continues it ...
+    assert again.resume()
+    again.fit()
+    assert ckpt_step(run / "last.ckpt") == 4
+    Trainer(tiny_run(tmp_path, steps=2), overwrite=True).fit()  # ... overwrite starts it over
+    assert ckpt_step(run / "last.ckpt") == 2
+    assert not RunLock.held_by_this_process(run)  # the lock lasts as long as fit()
+
+
+def test_a_run_started_from_python_is_refused_while_another_process_trains_there(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gendiff.training import RunLock; "
+                               "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)",
+                               str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirError, match=f"in use by process {holder.pid}"):
+            Trainer(tiny_run(tmp_path, steps=2)).fit()
+        assert not (run / "last.ckpt").exists() and not (run / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_rerun_without_resume_is_refused_and_last_ckpt_keeps_its_bytes(recipe_run, tmp_path):
     run = copy_run(recipe_run, tmp_path)
     before = {f: (run / f).read_bytes() for f in ("last.ckpt", "metrics.csv", "config.json")}

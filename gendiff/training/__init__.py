@@ -5,11 +5,11 @@ from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_model
 from .loading import (build_diffusion, build_network, check_device, load_prior, load_run, network_config,
                       sample_clip, sampling_steps, steps_taken)
-from .rundir import RunDirError, RunLock, check_run_name, claim_run_dir
+from .rundir import RunDirError, RunLock, check_run_name, claim_run_dir, hold_run_dir
 from .trainer import NonFiniteLossError, StepBatches, Trainer, step_seed
 
 __all__ = ["DataConfig", "FabricConfig", "RunConfig", "TrainConfig", "Trainer", "StepBatches",
            "NonFiniteLossError", "CheckpointError", "RunDirError", "RunLock", "check_run_name", "claim_run_dir",
-           "ema_model", "latest_checkpoint", "load_checkpoint", "save_atomic", "load_run", "load_prior",
+           "hold_run_dir",           "ema_model", "latest_checkpoint", "load_checkpoint", "save_atomic", "load_run", "load_prior",
            "build_diffusion", "build_network", "network_config", "check_device", "sample_clip", "sampling_steps",
            "steps_taken", "step_seed"]

@@ -6,12 +6,15 @@
   overwrite it; resuming needs something to resume.
 * :class:`RunLock` — a locked file naming the owner's pid keeps a second process out; the lock of
   a process that is gone (a killed run) is taken over.
+* :func:`hold_run_dir` — what ``Trainer.fit`` does itself, so a run started from Python gets the
+  same protection as one started by a recipe.
 """
 from __future__ import annotations
 
 import os
 import socket
 from pathlib import Path
+from typing import ClassVar
 
 from .config import ConfigError
 
@@ -64,8 +67,8 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool = False)
         return ckpt
     if existing and not overwrite:
         raise RunDirError(f"run folder {run_dir} already holds a run ({', '.join(existing)}); refusing to "
-                          "overwrite it. Continue it with --resume, start it over with --overwrite, or "
-                          "pick another --name or --out")
+                          "overwrite it. Continue it with --resume (Trainer.resume()), start it over with "
+                          "--overwrite (Trainer(..., overwrite=True)), or pick another --name or --out")
     if overwrite:
         for f in RUN_FILES:
             (run_dir / f).unlink(missing_ok=True)
@@ -91,9 +94,16 @@ class RunLock:
     Where ``fcntl`` is missing (Windows) the pid in the file is checked instead.
     """
 
+    _held_here: ClassVar[set[Path]] = set()  # lock files this process holds (flock is per open file)
+
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / LOCK_NAME
         self._fd: int | None = None
+
+    @classmethod
+    def held_by_this_process(cls, run_dir: str | Path) -> bool:
+        """True while a RunLock of this process holds ``run_dir`` (a second flock would refuse us)."""
+        return (Path(run_dir) / LOCK_NAME).resolve() in cls._held_here
 
     def acquire(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +124,7 @@ class RunLock:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
+        RunLock._held_here.add(self.path.resolve())
         return self
 
     def _refuse(self, owner: str) -> None:
@@ -131,6 +142,7 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the file stays (unlinking it would race)
             self._fd = None
+            RunLock._held_here.discard(self.path.resolve())
 
     @property
     def held(self) -> bool:
@@ -141,3 +153,34 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def hold_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+                 check: bool = True) -> RunLock | None:
+    """Lock ``run_dir`` for training and check it with :func:`claim_run_dir`, before any writing.
+
+    Recipes call it with their ``--resume``/``--overwrite`` flags; ``Trainer.fit`` calls it too, so
+    a run started from Python is protected the same way (when this process already holds the
+    lock, a recipe did both, and nothing more is done).
+
+    Args:
+        resume, overwrite: as in :func:`claim_run_dir`.
+        check: False only locks (a trainer that already loaded its checkpoint, from anywhere).
+
+    Returns:
+        the lock taken (release it when training ends), or None when this process held it already.
+    """
+    if RunLock.held_by_this_process(run_dir):
+        return None
+    existed = Path(run_dir).exists()
+    lock = RunLock(run_dir).acquire()
+    try:
+        if check:
+            claim_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    except BaseException:
+        lock.release()
+        if not existed:  # leave no folder behind that only the lock made
+            lock.path.unlink(missing_ok=True)
+            Path(run_dir).rmdir()
+        raise
+    return lock

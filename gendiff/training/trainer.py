@@ -22,6 +22,7 @@ from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_decay, ema_model
 from .loading import build_diffusion, build_network, network_config, sample_clip, sampling_steps
 from .logs import RunLog, fabric_loggers
+from .rundir import RunDirError, hold_run_dir
 
 
 class NonFiniteLossError(RuntimeError):
@@ -76,12 +77,16 @@ class Trainer:
         diffusion, basis, schedule, model, prior, dataset: ready components.
         data, train, fabric, name, out_dir: the rest of the run when no ``config`` is given.
         figures: draw ``forward.png`` when training starts (False skips it).
+        overwrite: let :meth:`fit` start over in a folder that holds another run (its checkpoint
+            and metrics are removed); without it that is refused, unless :meth:`resume` loaded
+            a checkpoint first (gendiff.training.rundir).
     """
 
     def __init__(self, config: RunConfig | None = None, run_dir: str | Path | None = None, *,
                  diffusion: Diffusion | None = None, basis=None, schedule=None, model: nn.Module | None = None,
                  prior=None, dataset=None, data: DataConfig | None = None, train: TrainConfig | None = None,
-                 fabric: FabricConfig | None = None, name: str = "run", out_dir: str = "runs", figures: bool = True):
+                 fabric: FabricConfig | None = None, name: str = "run", out_dir: str = "runs", figures: bool = True,
+                 overwrite: bool = False):
         if diffusion is None and (basis is not None or schedule is not None):
             if basis is None or schedule is None:
                 raise TypeError("Trainer: give both basis and schedule (or a ready diffusion)")
@@ -89,7 +94,7 @@ class Trainer:
         self._ready = {"diffusion": diffusion, "model": model, "prior": prior, "dataset": dataset}
         self.config = config = _run_config(config, diffusion, model, data, train, fabric, name, out_dir)
         self.run_dir = Path(run_dir or Path(config.out_dir) / config.name)
-        self.figures = figures
+        self.figures, self.overwrite, self._resumed = figures, overwrite, False
         fc = config.fabric
         self.fabric = Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy,
                              num_nodes=fc.num_nodes, precision=fc.precision, loggers=fabric_loggers(self.run_dir))
@@ -146,6 +151,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {path} does not fit this run: {type(e).__name__}: "
                                   f"{str(e)[:300]}") from e
+        self._resumed = True
         return True
 
     def _loader(self):
@@ -161,16 +167,13 @@ class Trainer:
         if not self._is_setup:
             self.setup()
         c, fabric = self.config.train, self.fabric
+        lock = _hold_run_dir(self.fabric, self.run_dir, overwrite=self.overwrite,
+                             check=self.step == 0 and not self._resumed)
         log = None
-        if fabric.is_global_zero:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(self.config.to_json())
-            if self.figures:
-                self._forward_figure()
-            log = RunLog(fabric, self.run_dir, self.step, c.batch_size * fabric.world_size)
         old = _install_signal_handlers(self)
         bar = tqdm(total=c.steps, initial=self.step, disable=not fabric.is_global_zero, desc="train")
         try:
+            log = self._open_run() if fabric.is_global_zero else None
             for x0 in self._loader():
                 loss, grad_norm = self._train_step(x0)
                 self.step += 1
@@ -190,7 +193,16 @@ class Trainer:
             _restore_signal_handlers(old)
             if log is not None:
                 log.close()
+            if lock is not None:
+                lock.release()
         return self.run_dir / "last.ckpt"
+
+    def _open_run(self) -> RunLog:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(self.config.to_json())
+        if self.figures:
+            self._forward_figure()
+        return RunLog(self.fabric, self.run_dir, self.step, self.config.train.batch_size * self.fabric.world_size)
 
     def _metrics(self, loss: float, grad_norm: float) -> dict[str, float]:
         t, n = self.config.train, float(self.ema.n_averaged)
@@ -280,6 +292,24 @@ def check_same_run(path: Path, saved: dict, ours: dict) -> None:
         raise CheckpointError(f"{path} was trained with a different {', '.join(diff)} "
                               f"(saved {_short(was)}, this run {_short(now)}); use another --name or --out, "
                               "or start over with --overwrite")
+
+
+def _hold_run_dir(fabric: Fabric, run_dir: Path, *, overwrite: bool, check: bool):
+    """Rank 0 locks the run folder and, with ``check``, makes sure it holds no other run
+    (:func:`~gendiff.training.rundir.hold_run_dir`); a refusal stops every rank."""
+    lock = refusal = None
+    if fabric.is_global_zero:
+        try:
+            lock = hold_run_dir(run_dir, overwrite=overwrite, check=check)
+        except RunDirError as e:
+            if fabric.world_size == 1:
+                raise
+            refusal = str(e)
+    if fabric.world_size > 1:
+        refusal = fabric.broadcast(refusal, src=0)
+    if refusal is not None:
+        raise RunDirError(refusal)
+    return lock
 
 
 def _install_signal_handlers(trainer: Trainer):
