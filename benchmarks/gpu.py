@@ -21,19 +21,28 @@ Sections run in the order a, b (eager), c, e, b (compiled), so a slow compilatio
 itself short; a global budget (``--budget``, default 450 s) skips what would not fit. The report is
 rewritten after every section, so a run killed by a timeout still leaves what it measured.
 
-On the lent device machine (torch is there; PyWavelets, lmdb and gendiff are not, and nothing can
-be fetched there), from the repository root here, after the last change to the code:
+On the lent device machine (its image has torch, torchvision, lightning_fabric through
+pytorch-lightning, numpy, scipy, scikit-image/-learn, matplotlib, tqdm, einops, pytest and
+hypothesis; PyWavelets, lmdb and gendiff are missing, and nothing can be fetched there), from the
+repository root here, after the last change to the code:
 
-    echo /.whl/ >> .git/info/exclude; rm -rf .whl
+    grep -qx /.whl/ .git/info/exclude || echo /.whl/ >> .git/info/exclude; rm -rf .whl
     python -m pip wheel -q --no-deps -w .whl .      # gendiff itself, pure Python: no build there
     python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl PyWavelets lmdb lightning-fabric
+        --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl PyWavelets lmdb
 
-then one device call with carry [".whl"] and timeout_s 600 (lightning-fabric in case the image's
-pytorch-lightning does not ship it):
+then one device call with carry [".whl"] and timeout_s 600 (no lightning-fabric wheel: the image's
+pytorch-lightning ships the module, and a second copy would replace its files):
 
-    python3 -m pip install -q --no-index --no-deps --no-compile .whl/*.whl &&
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl &&
+    export PYTHONPATH=/tmp/site GENDIFF_COMMIT=<git rev-parse --short HEAD here> &&
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --out $OUT/gpu
+
+Rehearsed on the CPU in a Python 3.12 venv with the image's torch 2.11.0, torchvision 0.26.0,
+numpy 2.5 and pytorch-lightning 2.6.6 and exactly these steps (``--quick --device cpu``): all
+sections ok. It found that ``python -m pytest`` run from the checkout imports the checkout's
+``gendiff/`` folder, which lacks ``bases``/``schedules``, before ``/tmp/site``; section (a) sets
+PYTHONSAFEPATH for that reason.
 """
 from __future__ import annotations
 
@@ -224,7 +233,10 @@ def section_tests(report: Report, args, budget: Budget) -> None:
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
                    if "mark.gpu" in p.read_text())
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *files]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    # PYTHONSAFEPATH: `python -m pytest` would put the checkout first on sys.path, and its gendiff/
+    # folder (bases/ and schedules/ live beside it) would shadow the installed package.
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     (args.out / "pytest-gpu.log").write_text(r.stdout + r.stderr)
     lines = [ln for ln in r.stdout.strip().splitlines() if ln.strip()]
     summary = lines[-1] if lines else "(no output)"
@@ -490,8 +502,9 @@ def header(args, sizes: Sizes) -> str:
     dev = args.device
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU: {_timing.cpu_model()}"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or "unknown"
+        commit = (os.environ.get("GENDIFF_COMMIT")  # the device machine gets the files without .git
+                  or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                    text=True, timeout=10).stdout.strip() or "unknown")
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     info = {

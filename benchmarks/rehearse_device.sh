@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Rehearse the device call of benchmarks/gpu.py on this CPU machine, before spending GPU time.
+#
+# The lent GPU machine runs Python 3.12 with torch 2.11.0 (CUDA build), torchvision 0.26.0,
+# numpy 2.5 and pytorch-lightning 2.6.6 (which ships lightning_fabric), and has no PyWavelets,
+# lmdb or gendiff. This script builds such an environment once (about 3 GB of downloads from
+# PyPI, a few minutes), builds the wheels exactly as the docstring of benchmarks/gpu.py says,
+# copies the tracked files to a scratch folder as the device tool would, installs the wheels with
+# --target and runs `gpu.py --quick --device cpu` there.
+#
+#   bash benchmarks/rehearse_device.sh [VENV (default /tmp/gendiff-device-venv)]
+#
+# Needs a python3.12 on PATH or PYTHON312=/path/to/python3.12. Not run by the test suite.
+set -euo pipefail
+root=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+venv=${1:-/tmp/gendiff-device-venv}
+py312=${PYTHON312:-$(command -v python3.12 || true)}
+[ -n "$py312" ] || { echo "no python3.12 found; set PYTHON312" >&2; exit 2; }
+
+if [ ! -x "$venv/bin/python3" ]; then
+  "$py312" -m venv "$venv"
+  "$venv/bin/pip" install -q torch==2.11.0 numpy scipy matplotlib scikit-image scikit-learn tqdm \
+      einops pillow hypothesis pytest pytorch-lightning==2.6.6
+  "$venv/bin/pip" install -q --no-deps torchvision==0.26.0
+fi
+
+cd "$root"
+grep -qx /.whl/ .git/info/exclude || echo /.whl/ >> .git/info/exclude
+rm -rf .whl
+python3 -m pip wheel -q --no-deps -w .whl .
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl PyWavelets lmdb
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+git ls-files -z | xargs -0 cp --parents -t "$scratch"
+cp -r .whl "$scratch/"
+cd "$scratch"
+"$venv/bin/python3" -m pip install -q --no-index --no-deps --no-compile --target "$scratch/site" .whl/*.whl
+PYTHONPATH="$scratch/site" GENDIFF_COMMIT=$(git -C "$root" rev-parse --short HEAD) PYTHONUNBUFFERED=1 \
+    "$venv/bin/python3" benchmarks/gpu.py --quick --device cpu --out "$scratch/out"
+grep -E "^Status|^## " "$scratch/out/report.md"
