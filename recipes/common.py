@@ -239,7 +239,8 @@ def set_threads(requested: int | None, on_cpu: bool = True) -> int:
     13). The default is cores − (cores other processes keep busy, rounded), at least 1, measured
     before this process does any work (:func:`busy_cores`). The 1-minute load average, used
     before, still counted the ``pip install`` that precedes the README's main command and gave
-    the demo one thread on an idle machine (11 min 46 s instead of about 7).
+    the demo one thread on an idle machine (the job took 706 s then, in an earlier session, and
+    567 s with the 2 threads this rule picks right after the install).
     """
     if requested:
         torch.set_num_threads(requested)

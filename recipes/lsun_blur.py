@@ -1,6 +1,6 @@
 """Reproduce Lee et al. (2022), Table 1: blur diffusion on LSUN bedroom/church at 64×64.
 
-    python recipes/lsun_blur.py                          # no data: the embedded CPU demo (~12 min on 2 cores)
+    python recipes/lsun_blur.py                          # no data: the embedded CPU demo (~10 min on 2 cores)
     python recipes/lsun_blur.py --preset church-quartic0.14 --data /data/church_outdoor_train_lmdb \\
         --accelerator gpu --devices 8 --strategy ddp     # the paper's run
     python recipes/lsun_blur.py --preset church-quartic0.14 --resume   # continue an interrupted run
