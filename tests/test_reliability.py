@@ -29,7 +29,7 @@ from gendiff.training import (DataConfig, FabricConfig, NonFiniteLossError, RunC
 from gendiff.training import checkpoint as checkpoint_module
 from gendiff.training.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from gendiff.training.config import ConfigError
-from gendiff.training.rundir import RunDirError, RunLock, check_run_name, claim_run_dir
+from gendiff.training.rundir import RunDirError, RunLock, check_run_name, claim_run_dir, hold_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -655,17 +655,57 @@ def test_a_run_started_from_python_never_writes_over_another_run(tmp_path):
 
 def test_a_run_started_from_python_is_refused_while_another_process_trains_there(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gendiff.training import RunLock; "
-                               "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)",
-                               str(run)], stdout=subprocess.PIPE, text=True)
+    # The holder keeps the lock until its stdin closes, however slow the machine.
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from gendiff.training import RunLock; "
+                               "RunLock(sys.argv[1]).acquire(); print('held', flush=True); sys.stdin.read()",
+                               str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunDirError, match=f"in use by process {holder.pid}"):
             Trainer(tiny_run(tmp_path, steps=2)).fit()
         assert not (run / "last.ckpt").exists() and not (run / "config.json").exists()
     finally:
-        holder.kill()
-        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+        holder.wait(timeout=60)
+
+
+def test_resuming_another_runs_checkpoint_does_not_overwrite_this_run(tmp_path):
+    Trainer(tiny_run(tmp_path / "a", steps=2)).fit()
+    Trainer(tiny_run(tmp_path / "b", steps=4)).fit()
+    b = Trainer(tiny_run(tmp_path / "b", steps=3))
+    assert b.resume(tmp_path / "a" / "run" / "last.ckpt")
+    with pytest.raises(RunDirError, match="already holds a run"):
+        b.fit()
+    assert ckpt_step(tmp_path / "b" / "run" / "last.ckpt") == 4
+
+
+def test_a_fit_that_fails_before_training_releases_the_lock(tmp_path, monkeypatch):
+    tr = Trainer(tiny_run(tmp_path, steps=2))
+    monkeypatch.setattr(tr, "_loader", lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        tr.fit()
+    assert not RunLock.held_by_this_process(tmp_path / "run")
+    with RunLock(tmp_path / "run"):  # free for anyone, this process included
+        pass
+    monkeypatch.undo()
+    tr.fit()  # the same trainer may retry: the config.json there is its own
+    assert ckpt_step(tmp_path / "run" / "last.ckpt") == 2
+
+
+def test_the_lock_bookkeeping_survives_a_chdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lock = RunLock("run").acquire()
+    monkeypatch.chdir(tmp_path / "run")
+    assert RunLock.held_by_this_process(tmp_path / "run")
+    lock.release()
+    assert not RunLock.held_by_this_process(tmp_path / "run")
+
+
+def test_a_refused_claim_leaves_no_folders_behind(tmp_path):
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        hold_run_dir(tmp_path / "runs" / "deep" / "x", resume=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_rerun_without_resume_is_refused_and_last_ckpt_keeps_its_bytes(recipe_run, tmp_path):
@@ -743,11 +783,12 @@ def test_cpu_times_sums_the_named_cpus_of_proc_stat(recipes_importable, tmp_path
         common.cpu_times({7}, str(stat))
 
 
-@pytest.mark.parametrize("idle_share,threads", [(1.0, 2), (0.8, 2), (0.5, 1), (0.0, 1)])
+@pytest.mark.parametrize("idle_share,threads", [(1.0, 2), (0.8, 2), (0.75, 1), (0.5, 1), (0.0, 1)])
 def test_default_threads_are_the_cores_other_processes_leave_idle(recipes_importable, monkeypatch, capsys,
                                                                   idle_share, threads):
     import common
     ticks = iter([(1000, 4000), (1000 + round(200 * idle_share), 4200)])  # 200 ticks on 2 CPUs
+    # 0.75 idle is 0.5 busy cores: rounded half up, one thread (Python's round() would say 0)
     monkeypatch.setattr(common.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(common, "cpu_times", lambda cpus: next(ticks))
     monkeypatch.setattr(common.time, "sleep", lambda s: None)

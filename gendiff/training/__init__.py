@@ -10,6 +10,6 @@ from .trainer import NonFiniteLossError, StepBatches, Trainer, step_seed
 
 __all__ = ["DataConfig", "FabricConfig", "RunConfig", "TrainConfig", "Trainer", "StepBatches",
            "NonFiniteLossError", "CheckpointError", "RunDirError", "RunLock", "check_run_name", "claim_run_dir",
-           "hold_run_dir",           "ema_model", "latest_checkpoint", "load_checkpoint", "save_atomic", "load_run", "load_prior",
-           "build_diffusion", "build_network", "network_config", "check_device", "sample_clip", "sampling_steps",
-           "steps_taken", "step_seed"]
+           "hold_run_dir", "ema_model", "latest_checkpoint", "load_checkpoint", "save_atomic", "load_run",
+           "load_prior", "build_diffusion", "build_network", "network_config", "check_device", "sample_clip",
+           "sampling_steps", "steps_taken", "step_seed"]

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -98,6 +99,7 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / LOCK_NAME
+        self._key = self.path.resolve()  # once: a later chdir must not change which entry is ours
         self._fd: int | None = None
 
     @classmethod
@@ -124,7 +126,7 @@ class RunLock:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
-        RunLock._held_here.add(self.path.resolve())
+        RunLock._held_here.add(self._key)
         return self
 
     def _refuse(self, owner: str) -> None:
@@ -142,7 +144,7 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the file stays (unlinking it would race)
             self._fd = None
-            RunLock._held_here.discard(self.path.resolve())
+            RunLock._held_here.discard(self._key)
 
     @property
     def held(self) -> bool:
@@ -164,23 +166,28 @@ def hold_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool =
     lock, a recipe did both, and nothing more is done).
 
     Args:
+        run_dir: the run folder; it and its missing parents are created for the lock file and
+            removed again when the check refuses.
         resume, overwrite: as in :func:`claim_run_dir`.
-        check: False only locks (a trainer that already loaded its checkpoint, from anywhere).
+        check: False only locks (a trainer continuing the run it loaded from this folder).
 
     Returns:
         the lock taken (release it when training ends), or None when this process held it already.
     """
     if RunLock.held_by_this_process(run_dir):
         return None
-    existed = Path(run_dir).exists()
+    run_dir = Path(run_dir)
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
     lock = RunLock(run_dir).acquire()
     try:
         if check:
             claim_run_dir(run_dir, resume=resume, overwrite=overwrite)
     except BaseException:
         lock.release()
-        if not existed:  # leave no folder behind that only the lock made
-            lock.path.unlink(missing_ok=True)
-            Path(run_dir).rmdir()
+        with contextlib.suppress(OSError):  # the refusal is the error to report, not a cleanup's
+            if made:
+                lock.path.unlink(missing_ok=True)
+            for p in made:
+                p.rmdir()
         raise
     return lock

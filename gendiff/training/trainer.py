@@ -22,7 +22,7 @@ from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_decay, ema_model
 from .loading import build_diffusion, build_network, network_config, sample_clip, sampling_steps
 from .logs import RunLog, fabric_loggers
-from .rundir import RunDirError, hold_run_dir
+from .rundir import RunDirError, RunLock, hold_run_dir
 
 
 class NonFiniteLossError(RuntimeError):
@@ -79,7 +79,7 @@ class Trainer:
         figures: draw ``forward.png`` when training starts (False skips it).
         overwrite: let :meth:`fit` start over in a folder that holds another run (its checkpoint
             and metrics are removed); without it that is refused, unless :meth:`resume` loaded
-            a checkpoint first (gendiff.training.rundir).
+            ``run_dir/last.ckpt`` first, continuing that run (gendiff.training.rundir).
     """
 
     def __init__(self, config: RunConfig | None = None, run_dir: str | Path | None = None, *,
@@ -94,7 +94,8 @@ class Trainer:
         self._ready = {"diffusion": diffusion, "model": model, "prior": prior, "dataset": dataset}
         self.config = config = _run_config(config, diffusion, model, data, train, fabric, name, out_dir)
         self.run_dir = Path(run_dir or Path(config.out_dir) / config.name)
-        self.figures, self.overwrite, self._resumed = figures, overwrite, False
+        self.figures, self.overwrite = figures, overwrite
+        self._owns_run_dir = False  # True once this trainer continues or claimed the run there
         fc = config.fabric
         self.fabric = Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy,
                              num_nodes=fc.num_nodes, precision=fc.precision, loggers=fabric_loggers(self.run_dir))
@@ -151,7 +152,8 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {path} does not fit this run: {type(e).__name__}: "
                                   f"{str(e)[:300]}") from e
-        self._resumed = True
+        # Continuing the folder's own run is not overwriting it; another run's checkpoint is.
+        self._owns_run_dir = path.resolve() == (self.run_dir / "last.ckpt").resolve()
         return True
 
     def _loader(self):
@@ -163,16 +165,24 @@ class Trainer:
 
     def fit(self) -> Path:
         """Train to ``config.train.steps`` (calling :meth:`setup` first if needed); returns the
-        last checkpoint's path."""
+        last checkpoint's path. The run folder is locked while it runs, and a fresh start may not
+        write over another run's files (see ``overwrite``)."""
         if not self._is_setup:
             self.setup()
-        c, fabric = self.config.train, self.fabric
-        lock = _hold_run_dir(self.fabric, self.run_dir, overwrite=self.overwrite,
-                             check=self.step == 0 and not self._resumed)
-        log = None
-        old = _install_signal_handlers(self)
-        bar = tqdm(total=c.steps, initial=self.step, disable=not fabric.is_global_zero, desc="train")
+        lock = _hold_run_dir(self.fabric, self.run_dir, overwrite=self.overwrite, check=not self._owns_run_dir)
+        self._owns_run_dir = True
         try:
+            self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+        return self.run_dir / "last.ckpt"
+
+    def _fit(self) -> None:
+        c, fabric = self.config.train, self.fabric
+        old, bar, log = _install_signal_handlers(self), None, None
+        try:
+            bar = tqdm(total=c.steps, initial=self.step, disable=not fabric.is_global_zero, desc="train")
             log = self._open_run() if fabric.is_global_zero else None
             for x0 in self._loader():
                 loss, grad_norm = self._train_step(x0)
@@ -189,19 +199,20 @@ class Trainer:
                 if stop:
                     break
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
             _restore_signal_handlers(old)
             if log is not None:
                 log.close()
-            if lock is not None:
-                lock.release()
-        return self.run_dir / "last.ckpt"
 
     def _open_run(self) -> RunLog:
+        """config.json, the forward figure, and the logs of rank 0."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(self.config.to_json())
         if self.figures:
-            self._forward_figure()
+            x0 = torch.stack([self.dataset[k] for k in range(min(6, len(self.dataset)))])
+            forward_strip(self.diffusion, x0, self.run_dir / "forward.png",
+                          value_range=self.config.data.value_range, generator=torch.Generator().manual_seed(0))
         return RunLog(self.fabric, self.run_dir, self.step, self.config.train.batch_size * self.fabric.world_size)
 
     def _metrics(self, loss: float, grad_norm: float) -> dict[str, float]:
@@ -228,17 +239,8 @@ class Trainer:
 
     def _stop_if_nonfinite(self, what: str, value: float) -> None:
         if not np.isfinite(value):
-            last = latest_checkpoint(self.run_dir)
-            # "good": hash-verified; every save happened after a finite step, before this one
-            if last is None:
-                good = "No checkpoint was saved yet"
-            elif verified(last):
-                good = f"The last good checkpoint is {last} (hash verified)"
-            else:
-                good = f"There is no good checkpoint: {last} fails verification"
-            raise NonFiniteLossError(
-                f"{what} is {value} at step {self.step + 1}; stopping. {good} "
-                "(lower the lr, set grad_clip, or use 32-true).")
+            raise NonFiniteLossError(f"{what} is {value} at step {self.step + 1}; stopping. "
+                                     f"{_last_good(self.run_dir)} (lower the lr, set grad_clip, or use 32-true).")
 
     def _stop_on_all_ranks(self) -> bool:
         """True on every rank once any rank got SIGTERM/SIGINT, so all save and stop together."""
@@ -274,11 +276,6 @@ class Trainer:
             return None
         return save_grid(self._samples(n), path or self.run_dir / "samples.png", self.config.data.value_range)
 
-    def _forward_figure(self) -> None:
-        x0 = torch.stack([self.dataset[k] for k in range(min(6, len(self.dataset)))])
-        forward_strip(self.diffusion, x0, self.run_dir / "forward.png",
-                      value_range=self.config.data.value_range, generator=torch.Generator().manual_seed(0))
-
 
 def check_same_run(path: Path, saved: dict, ours: dict) -> None:
     """Refuse to continue a checkpoint of a different process under the same name."""
@@ -294,21 +291,35 @@ def check_same_run(path: Path, saved: dict, ours: dict) -> None:
                               "or start over with --overwrite")
 
 
-def _hold_run_dir(fabric: Fabric, run_dir: Path, *, overwrite: bool, check: bool):
-    """Rank 0 locks the run folder and, with ``check``, makes sure it holds no other run
-    (:func:`~gendiff.training.rundir.hold_run_dir`); a refusal stops every rank."""
-    lock = refusal = None
+def _last_good(run_dir: Path) -> str:
+    # "good": hash-verified; every save happened after a finite step, before the bad one
+    last = latest_checkpoint(run_dir)
+    if last is None:
+        return "No checkpoint was saved yet"
+    if verified(last):
+        return f"The last good checkpoint is {last} (hash verified)"
+    return f"There is no good checkpoint: {last} fails verification"
+
+
+def _hold_run_dir(fabric: Fabric, run_dir: Path, *, overwrite: bool, check: bool) -> RunLock | None:
+    """Rank 0 locks ``run_dir`` and, with ``check``, makes sure it holds no other run unless
+    ``overwrite`` (:func:`~gendiff.training.rundir.hold_run_dir`). Any error there stops every
+    rank: the others would otherwise wait for rank 0 in the first collective. Returns rank 0's
+    lock (None elsewhere, or when this process held it already)."""
+    lock = error = None
     if fabric.is_global_zero:
         try:
             lock = hold_run_dir(run_dir, overwrite=overwrite, check=check)
-        except RunDirError as e:
+        except Exception as e:
             if fabric.world_size == 1:
                 raise
-            refusal = str(e)
+            error = e
     if fabric.world_size > 1:
-        refusal = fabric.broadcast(refusal, src=0)
-    if refusal is not None:
-        raise RunDirError(refusal)
+        message = fabric.broadcast(None if error is None else f"{type(error).__name__}: {error}", src=0)
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RunDirError(f"rank 0 could not take the run folder: {message}")
     return lock
 
 
