@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import os
 import shutil
+import signal
 import socket
 import urllib.request
 from pathlib import Path
@@ -88,8 +89,19 @@ def test_swd_levels_keys_and_reproducibility():
 def test_swd_refuses_a_pyramid_that_cannot_stop_or_is_empty(bad):
     # min_size=0 used to loop forever (16 // 2 >= 0 always holds); levels=0 silently meant "auto".
     x = pink_fields(2, size=16)
-    with pytest.raises(ValueError, match="min_size|levels"):
-        swd(x, x, patches_per_image=4, n_dirs=8, **bad)
+
+    def hung(signum, frame):
+        raise TimeoutError("swd did not return: the pyramid loop does not stop")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(ValueError, match="min_size|levels"):
+            swd(x, x, patches_per_image=4, n_dirs=8, **bad)
+        with pytest.raises(ValueError, match="min_size"):  # also when levels is given
+            swd(x, x, patches_per_image=4, n_dirs=8, levels=2, min_size=0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def test_swd_is_small_for_two_halves_of_one_sample_and_grows_with_blur(halves, same_swd):

@@ -128,8 +128,6 @@ def _equal_size(da: torch.Tensor, db: torch.Tensor, generator) -> tuple[torch.Te
 
 
 def _levels(h: int, w: int, min_size: int) -> int:
-    if min_size < 1:  # halving never falls below 0 px: the pyramid would never stop
-        raise ValueError(f"min_size must be at least 1 px, got {min_size}")
     levels, s = 1, min(h, w)
     while s // 2 >= min_size:
         levels, s = levels + 1, s // 2
@@ -163,6 +161,8 @@ def swd(a, b, *, patches_per_image: int = 128, n_dirs: int = 512, min_size: int 
     a, b = map_range(a, value_range), map_range(b, value_range)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"image shapes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
+    if min_size < 1:  # halving never falls below 0 px: the pyramid would never stop
+        raise ValueError(f"min_size must be at least 1 px, got {min_size}")
     if levels is not None and levels < 1:
         raise ValueError(f"levels must be at least 1, got {levels}")
     n_levels = levels if levels is not None else _levels(a.shape[2], a.shape[3], min_size)
