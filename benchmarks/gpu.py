@@ -26,7 +26,7 @@ pytorch-lightning, numpy, scipy, scikit-image/-learn, matplotlib, tqdm, einops, 
 hypothesis; PyWavelets, lmdb and gendiff are missing, and nothing can be fetched there), from the
 repository root here, after the last change to the code:
 
-    grep -qx /.whl/ .git/info/exclude || echo /.whl/ >> .git/info/exclude; rm -rf .whl
+    x=$(git rev-parse --git-path info/exclude); grep -qx /.whl/ $x || echo /.whl/ >> $x; rm -rf .whl
     python -m pip wheel -q --no-deps -w .whl .      # gendiff itself, pure Python: no build there
     python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl PyWavelets lmdb

@@ -5,7 +5,7 @@
 # numpy 2.5 and pytorch-lightning 2.6.6 (which ships lightning_fabric), and has no PyWavelets,
 # lmdb or gendiff. This script builds such an environment once (about 3 GB of downloads from
 # PyPI, a few minutes), builds the wheels exactly as the docstring of benchmarks/gpu.py says,
-# copies the tracked files to a scratch folder as the device tool would, installs the wheels with
+# copies the working tree to a scratch folder as the device tool would, installs the wheels with
 # --target and runs `gpu.py --quick --device cpu` there.
 #
 #   bash benchmarks/rehearse_device.sh [VENV (default /tmp/gendiff-device-venv)]
@@ -25,7 +25,9 @@ if [ ! -x "$venv/bin/python3" ]; then
 fi
 
 cd "$root"
-grep -qx /.whl/ .git/info/exclude || echo /.whl/ >> .git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude)  # .git is a file in a worktree
+mkdir -p "$(dirname "$exclude")"
+grep -qx /.whl/ "$exclude" 2>/dev/null || echo /.whl/ >> "$exclude"
 rm -rf .whl
 python3 -m pip wheel -q --no-deps -w .whl .
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -33,7 +35,10 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-git ls-files -z | xargs -0 cp --parents -t "$scratch"
+# What the device tool sends: tracked files and untracked ones git does not ignore (that exist).
+git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do
+  if [ -e "$f" ]; then cp --parents "$f" "$scratch"; fi
+done
 cp -r .whl "$scratch/"
 cd "$scratch"
 "$venv/bin/python3" -m pip install -q --no-index --no-deps --no-compile --target "$scratch/site" .whl/*.whl
