@@ -193,22 +193,42 @@ def run_dataset(args, data: str) -> dict:
     results["data"] = data_reference(refs, args)
     paired_difference(results)
     Path(args.out, data, "results.json").write_text(json.dumps(results, indent=1))
-    print_table(data, results)
+    print(f"\n{data}\n\n{markdown_tables(results)}")
     return results
 
 
-def print_table(data: str, results: dict) -> None:
-    keys = [k for k in results["data"]["summary"] if k.startswith(("swd", "train_swd", "spec"))]
-    print(f"\n{data}\n| row | f(N) | bits/dim | Δ vs no blur | " + " | ".join(keys) + " |")
-    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in keys) + " |")
+LABELS = {"no-blur": "no blur", "quartic": "quartic, scaled", "quartic-abs": "quartic, paper's f(N)",
+          "log": "log, scaled", "fine-to-coarse": "fine-to-coarse", "data": "data (training images)"}
+
+
+def markdown_tables(results: dict) -> str:
+    """The two tables of docs/results.md (bits/dim; sample metrics) for one dataset's results."""
+    def pm(v, se, signed=False):
+        return f"{v:{'+' if signed else ''}.3f} ± {se:.3f}"
+
+    def diff(nll):
+        d = nll.get("diff_vs_no-blur")
+        return "—" if d is None else "0" if d["se"] == 0 else pm(d["mean"], d["se"], signed=True)
+
+    lines = ["#### Bits/dim", "", "| row | f(N) | bits/dim | Δ vs no blur (paired) | diffusion terms | decoder | "
+             "uniform steps: bits/dim | uniform: Δ vs no blur |", "| --- " * 8 + "|"]
     for row, r in results.items():
-        b = r.get("nll")
-        bpd = f"{b['bpd']:.4f} ± {b['bpd_se']:.4f}" if b else "—"
-        diff = b.get("diff_vs_no-blur") if b else None
-        diff = f"{diff['mean']:+.4f} ± {diff['se']:.4f}" if diff else "—"
-        f_N = f"{r['schedule']['f_N']:.4g}" if "schedule" in r else "—"
-        cells = [f"{r['summary'][k]['mean']:.3g} ± {r['summary'][k]['std']:.2g}" for k in keys]
-        print(f"| {row} | {f_N} | {bpd} | {diff} | " + " | ".join(cells) + " |")
+        if "nll" in r:
+            b, u = r["nll"], r.get("nll_uniform")
+            cells = [LABELS[row], f"{r['schedule']['f_N']:.4g}", pm(b["bpd"], b["bpd_se"]), diff(b),
+                     f"{b['bpd_diffusion']:.3f}", f"{b['bpd_decoder']:.3f}",
+                     pm(u["bpd"], u["bpd_se"]) if u else "—", diff(u) if u else "—"]
+            lines.append("| " + " | ".join(cells) + " |")
+    swd = [k for k in results["data"]["summary"] if k.startswith("swd_")]
+    head = [f"SWD {k[4:]} px" if k[4:].isdigit() else "SWD mean" for k in swd]
+    lines += ["", "#### Sample metrics", "", "| row | " + " | ".join(head) + " | SWD mean vs training set | "
+              "spectrum high | spectrum mean abs |", "| --- " * (len(swd) + 4) + "|"]
+    for row in ["data", *[r for r in results if r != "data"]]:
+        m = results[row]["summary"]
+        cells = [f"{m[k]['mean']:.3g} ± {m[k]['std']:.2g}" for k in swd + ["train_swd_mean"]]
+        cells += [f"{m[k]['mean']:.3f} ± {m[k]['std']:.3f}" for k in ("spec_high", "spec_mean_abs")]
+        lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
