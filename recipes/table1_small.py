@@ -46,7 +46,8 @@ ROWS = {"no-blur": ("none", 0.0, False, False), "quartic": ("quartic", PAPER_QUA
 
 @dataclass(frozen=True)
 class DataSetup:
-    """What one dataset's rows share (sized for the 2 shared cores of 2026-11-26, see docs/results.md)."""
+    """What one dataset's rows share: the steps fit about 50 minutes per dataset on one idle core
+    (docs/results.md), so the two datasets run side by side on 2 cores."""
 
     size: int
     train_steps: int
@@ -57,8 +58,8 @@ class DataSetup:
     nll_every: int = 1   # bits/dim on every k-th held-out image (a subset spread over all photos)
 
 
-DATASETS = {"digits": DataSetup(16, 400, 64, 256, 20, 8),
-            "photos-gray": DataSetup(32, 200, 32, 128, 20, 4, nll_every=2)}
+DATASETS = {"digits": DataSetup(16, 1500, 64, 256, 20, 8),
+            "photos-gray": DataSetup(32, 700, 32, 128, 20, 4, nll_every=2)}
 
 
 def scaled_f_N(kind: str, f_N: float, size: int) -> float:
