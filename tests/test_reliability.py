@@ -764,14 +764,6 @@ def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):
 
 # ---- every flag checked before any work -----------------------------------------------------------
 
-@pytest.fixture
-def recipes_importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "recipes"))
-    hook = sys.excepthook
-    yield
-    sys.excepthook = hook
-
-
 def test_cpu_times_sums_the_named_cpus_of_proc_stat(recipes_importable, tmp_path):
     import common
     stat = tmp_path / "stat"

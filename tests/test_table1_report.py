@@ -1,9 +1,5 @@
 """recipes/table1_small.py's markdown report: every row lines up with its header, and each cell
 holds the number it names (the tables of docs/results.md are pasted from it)."""
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def results():
@@ -24,13 +20,8 @@ def table(md: str, title: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
 
 
-def test_markdown_tables_put_each_number_under_its_header(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "recipes"))
-    hook = sys.excepthook
-    try:
-        import table1_small
-    finally:
-        sys.excepthook = hook
+def test_markdown_tables_put_each_number_under_its_header(recipes_importable):
+    import table1_small
     md = table1_small.markdown_tables(results())
     bpd = table(md, "Bits/dim")
     assert all(len(r) == len(bpd[0]) for r in bpd)
