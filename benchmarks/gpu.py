@@ -24,23 +24,19 @@ rewritten after every section, so a run killed by a timeout still leaves what it
 On the lent device machine (its image has torch, torchvision, lightning_fabric through
 pytorch-lightning, numpy, scipy, scikit-image/-learn, matplotlib, tqdm, einops, pytest and
 hypothesis; PyWavelets, lmdb and gendiff are missing, and nothing can be fetched there), from the
-repository root here, after the last change to the code:
+repository root here, after the last change to the code, build the wheels it needs into .whl/:
 
-    x=$(git rev-parse --git-path info/exclude); grep -qx /.whl/ $x || echo /.whl/ >> $x; rm -rf .whl
-    python -m pip wheel -q --no-deps -w .whl .      # gendiff itself, pure Python: no build there
-    python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl PyWavelets lmdb
+    bash benchmarks/device_wheels.sh
 
-then one device call with carry [".whl"] and timeout_s 600 (no lightning-fabric wheel: the image's
-pytorch-lightning ships the module, and a second copy would replace its files):
+then one device call with carry [".whl"] and timeout_s 600:
 
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl &&
     export PYTHONPATH=/tmp/site GENDIFF_COMMIT=<git rev-parse --short HEAD here> &&
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --out $OUT/gpu
 
-Rehearsed on the CPU in a Python 3.12 venv with the image's torch 2.11.0, torchvision 0.26.0,
-numpy 2.5 and pytorch-lightning 2.6.6 and exactly these steps (``--quick --device cpu``): all
-sections ok. It found that ``python -m pytest`` run from the checkout imports the checkout's
+``bash benchmarks/rehearse_device.sh`` runs these steps on the CPU in a Python 3.12 venv with the
+image's torch 2.11.0, torchvision 0.26.0, numpy 2.5 and pytorch-lightning 2.6.6
+(``--quick --device cpu``): all sections ok. It found that ``python -m pytest`` run from the checkout imports the checkout's
 ``gendiff/`` folder, which lacks ``bases``/``schedules``, before ``/tmp/site``; section (a) sets
 PYTHONSAFEPATH for that reason.
 """

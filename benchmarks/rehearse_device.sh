@@ -4,7 +4,7 @@
 # The lent GPU machine runs Python 3.12 with torch 2.11.0 (CUDA build), torchvision 0.26.0,
 # numpy 2.5 and pytorch-lightning 2.6.6 (which ships lightning_fabric), and has no PyWavelets,
 # lmdb or gendiff. This script builds such an environment once (about 3 GB of downloads from
-# PyPI, a few minutes), builds the wheels exactly as the docstring of benchmarks/gpu.py says,
+# PyPI, a few minutes), builds the wheels with benchmarks/device_wheels.sh (as for the device),
 # copies the working tree to a scratch folder as the device tool would, installs the wheels with
 # --target and runs `gpu.py --quick --device cpu` there.
 #
@@ -24,14 +24,8 @@ if [ ! -x "$venv/bin/python3" ]; then
   "$venv/bin/pip" install -q --no-deps torchvision==0.26.0
 fi
 
+bash "$root/benchmarks/device_wheels.sh"
 cd "$root"
-exclude=$(git rev-parse --git-path info/exclude)  # .git is a file in a worktree
-mkdir -p "$(dirname "$exclude")"
-grep -qx /.whl/ "$exclude" 2>/dev/null || echo /.whl/ >> "$exclude"
-rm -rf .whl
-python3 -m pip wheel -q --no-deps -w .whl .
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .whl PyWavelets lmdb
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
