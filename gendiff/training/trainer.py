@@ -193,7 +193,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}")
                 if c.sample_every and self.step % c.sample_every == 0 and log is not None:
                     log.images("samples", self._samples(), self.config.data.value_range, self.step)
-                stop = self._stop_on_all_ranks()
+                # Any rank's SIGTERM/SIGINT stops every rank at this step, so all save together.
+                self._stopped = stop = any_rank(fabric, self._stop_signal is not None)
                 if self.step % c.ckpt_every == 0 or self.step == c.steps or stop:
                     self.save()
                 if stop:
@@ -225,7 +226,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.generator.manual_seed(step_seed(t.seed, self.fabric.global_rank, self.step, 1))
         loss = self.diffusion.loss(self.model, x0, generator=self.generator)
-        value = self._loss_on_all_ranks(loss)
+        value = mean_over_ranks(self.fabric, loss)
         self._stop_if_nonfinite("loss", value)
         self.fabric.backward(loss)
         # Gradients are synchronised, so every rank sees the same norm; a finite loss can still
@@ -242,24 +243,6 @@ class Trainer:
             raise NonFiniteLossError(f"{what} is {value} at step {self.step + 1}; stopping. "
                                      f"{_last_good(self.run_dir)} (lower the lr, set grad_clip, or use 32-true).")
 
-    def _stop_on_all_ranks(self) -> bool:
-        """True on every rank once any rank got SIGTERM/SIGINT, so all save and stop together."""
-        stop = self._stop_signal is not None
-        if self.fabric.world_size > 1:
-            stop = bool(self.fabric.all_reduce(torch.tensor(float(stop), device=self.fabric.device), reduce_op="max"))
-        self._stopped = stop
-        return stop
-
-    def _loss_on_all_ranks(self, loss: torch.Tensor) -> float:
-        """The loss averaged over ranks, so a NaN on any rank stops every rank at the same step.
-
-        Why: a rank that raised alone would leave the others waiting in the gradient all-reduce.
-        """
-        loss = loss.detach()
-        if self.fabric.world_size > 1:
-            loss = self.fabric.all_reduce(loss, reduce_op="mean")
-        return float(loss)
-
     @torch.no_grad()
     def _samples(self, n: int | None = None) -> torch.Tensor:
         """EMA samples with the run's sampler and step budget (a fixed seed, so grids compare)."""
@@ -275,6 +258,24 @@ class Trainer:
         if not self.fabric.is_global_zero:
             return None
         return save_grid(self._samples(n), path or self.run_dir / "samples.png", self.config.data.value_range)
+
+
+def any_rank(fabric: Fabric, flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any rank."""
+    if fabric.world_size == 1:
+        return flag
+    return bool(fabric.all_reduce(torch.tensor(float(flag), device=fabric.device), reduce_op="max"))
+
+
+def mean_over_ranks(fabric: Fabric, loss: torch.Tensor) -> float:
+    """The loss averaged over ranks, so a NaN on any rank stops every rank at the same step.
+
+    Why: a rank that raised alone would leave the others waiting in the gradient all-reduce.
+    """
+    loss = loss.detach()
+    if fabric.world_size > 1:
+        loss = fabric.all_reduce(loss, reduce_op="mean")
+    return float(loss)
 
 
 def check_same_run(path: Path, saved: dict, ours: dict) -> None:
