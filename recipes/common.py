@@ -10,6 +10,7 @@ takes them without code of its own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import inspect
 import json
@@ -27,19 +28,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 # would; appended, so it never shadows an installed module.
 sys.path.append(os.getcwd())
 
-from gendiff.bases import BASES  # noqa: E402
+from gendiff import Diffusion  # noqa: E402
+from gendiff.bases import BASES, build_basis  # noqa: E402
+from gendiff.checks import check_data  # noqa: E402
+from gendiff.data import build_dataset  # noqa: E402
 from gendiff.figures import trajectory  # noqa: E402
 from gendiff.models import PRESETS as MODELS, UNetConfig  # noqa: E402
-from gendiff.parameterization import PARAMETERIZATIONS  # noqa: E402
+from gendiff.parameterization import PARAMETERIZATIONS, build_parameterization  # noqa: E402
 from gendiff.priors import PRIORS  # noqa: E402
 from gendiff.registry import import_object  # noqa: E402
-from gendiff.schedules import SCHEDULES  # noqa: E402
+from gendiff.schedules import SCHEDULES, build_schedule  # noqa: E402
 from gendiff.schedules.speed import SPEEDS  # noqa: E402
 from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirError, RunLock,  # noqa: E402
-                              TrainConfig, Trainer, build_diffusion, check_run_name, hold_run_dir, sample_clip,
+                              TrainConfig, Trainer, check_run_name, hold_run_dir, sample_clip,
                               sampling_steps)
 from gendiff.data.lsun import LMDBError  # noqa: E402
 from gendiff.training.config import ConfigError  # noqa: E402
+from gendiff.training.loading import imported_code  # noqa: E402
 
 
 # ---- flag types: a bad value stops argparse (exit 2, usage shown) before anything is built ------
@@ -79,6 +84,16 @@ def run_name(text: str) -> str:
         return check_run_name(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+@contextlib.contextmanager
+def flag_errors(flags: str):
+    """Turn a component's refusal of a recipe flag's value (ValueError/TypeError) into one line
+    naming the flags, for values whose valid range depends on another flag."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{flags}: {e}") from None
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -159,31 +174,45 @@ def add_component_args(p: argparse.ArgumentParser) -> None:
                        + (" (f_N, f_1)" if flag == "speed" else ""))
     g.add_argument("--model", type=network, metavar="NAME",
                    help=f"network: a UNet preset {MODELS.names()}, or package.module:Name of a UNetConfig, "
-                        "an nn.Module class (called as model(x, i)) or a function returning one")
+                        "an nn.Module class (called as model(x, i)) or a function returning one (default: the "
+                        "recipe's, small on embedded data, paper64 on LSUN)")
     g.add_argument("--model-args", type=json_object, metavar="JSON",
                    help="UNetConfig fields, or the keyword arguments of a custom network")
     if "--size" not in p._option_string_actions:
-        g.add_argument("--size", type=int_at_least(1), help="image side (resizes the data, the basis and the UNet)")
-    g.add_argument("--channels", type=int_at_least(1), help="image channels (data and network)")
+        g.add_argument("--size", type=int_at_least(1), help="image side (resizes the data, the basis and the UNet; "
+                       "default: the recipe's, 16 for the embedded demo, 64 for LSUN)")
+    g.add_argument("--channels", type=int_at_least(1), help="image channels (data and network; default: the data's)")
     g.add_argument("--config", metavar="RUN.JSON",
                    help="run from this config.json (as a run writes it); flags given explicitly override it")
 
 
-def add_run_args(p: argparse.ArgumentParser) -> None:
+def add_run_args(p: argparse.ArgumentParser, train: TrainConfig | None = None, name: str = "the recipe's",
+                 shown: dict[str, str] | None = None) -> None:
     """Flags for naming, optimisation, devices, resumption and the components (each checked as it
-    is parsed); ``--help`` shows every default."""
+    is parsed); ``--help`` shows every default.
+
+    Args:
+        train: the recipe's own training defaults (shown in ``--help``; default :data:`DEMO_TRAIN`).
+        name: the recipe's default run name, as ``--help`` shows it.
+        shown: ``--help`` texts replacing a field's default (e.g. ``{"steps": "1500 on digits"}``).
+    """
+    train = train or DEMO_TRAIN
+    shown = {f: str(getattr(train, f)) for f in ("steps", "batch_size", "lr", "ema_decay", "ckpt_every",
+                                                 "sample_every")} | (shown or {})
     p.formatter_class = HelpFormatter
     before = set(p._option_string_actions)
-    p.add_argument("--name", type=run_name, help="run name (the folder under --out)")
+    p.add_argument("--name", type=run_name, help=f"run name, the folder under --out (default: {name})")
     p.add_argument("--out", default="runs", help="folder that holds the run folders")
-    p.add_argument("--steps", type=int_at_least(1), help="training steps")
-    p.add_argument("--batch-size", type=int_at_least(1))
-    p.add_argument("--lr", type=float_in(0.0, open_lo=True))
-    p.add_argument("--ema-decay", type=float_in(0.0, 1.0))
+    p.add_argument("--steps", type=int_at_least(1), help=f"training steps (default: {shown['steps']})")
+    p.add_argument("--batch-size", type=int_at_least(1), help=f"(default: {shown['batch_size']})")
+    p.add_argument("--lr", type=float_in(0.0, open_lo=True), help=f"Adam learning rate (default: {shown['lr']})")
+    p.add_argument("--ema-decay", type=float_in(0.0, 1.0), help=f"(default: {shown['ema_decay']})")
     p.add_argument("--seed", type=int_at_least(0), default=0)
-    p.add_argument("--ckpt-every", type=int_at_least(1))
-    p.add_argument("--sample-every", type=int_at_least(0), help="0: no sample grids during training")
-    p.add_argument("--sample-steps", type=int_at_least(1), help="network evaluations for the sample grids (<= N)")
+    p.add_argument("--ckpt-every", type=int_at_least(1), help=f"(default: {shown['ckpt_every']})")
+    p.add_argument("--sample-every", type=int_at_least(0),
+                   help=f"0: no sample grids during training (default: {shown['sample_every']})")
+    p.add_argument("--sample-steps", type=int_at_least(1),
+                   help="network evaluations for the sample grids, <= N (default: the sampler's)")
     p.add_argument("--num-workers", type=int_at_least(0), default=0)
     p.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
     p.add_argument("--devices", default="1")
@@ -380,8 +409,8 @@ def configure(config: RunConfig, args) -> RunConfig:
     if size is not None and "shape" in out["basis"] and not given.get("basis"):
         out["basis"]["shape"] = [size, size]
     out["schedule"] = _speed(out["schedule"], given.get("speed"), given.get("speed_args"))
-    out["model"] = _model(config.model, given, data)
     try:
+        out["model"] = _model(config.model, given, data)  # a UNetConfig checks its sizes here
         return replace(config, **out)
     except (ValueError, TypeError, ImportError) as e:
         raise ConfigError(f"the component flags do not make a valid run: {e}") from e
@@ -459,23 +488,69 @@ def from_file(path: str, args) -> RunConfig:
     except (json.JSONDecodeError, TypeError, ValueError) as e:
         raise ConfigError(f"--config {path}: not a run config ({type(e).__name__}: {e})") from e
     only = args.explicit
-    over = {"name": args.name if "name" in only else base.name, "out_dir": args.out if "out" in only else base.out_dir,
+    name, out_dir = _run_place(Path(path), base)
+    over = {"name": args.name if "name" in only else name, "out_dir": args.out if "out" in only else out_dir,
             "train": train_config(args, base.train, only), "fabric": fabric_config(args, base.fabric, only)}
     if "data" in only:
         over["data"] = replace(base.data, spec=args.data)
     return replace(base, **over)
 
 
-def check_run(config: RunConfig) -> None:
-    """Build the run's diffusion once before any work, so a bad schedule or basis flag (e.g. a
-    d_min of 0) fails here with the component's config named instead of deep in training."""
+def _run_place(path: Path, base: RunConfig) -> tuple[str, str]:
+    """(name, out_dir) of the run ``--config path`` names: the folder holding the file when it is
+    a run's own ``config.json`` (a run folder copied or moved elsewhere is resumed where it is now,
+    not at the place recorded inside), else the ones the file records (any other file name: a
+    config edited into a new run next to the old one is not that run)."""
+    folder = path.parent if path.parent.name not in ("", ".", "..") else path.resolve().parent
+    if path.name == "config.json" and any((folder / f).exists() for f in ("last.ckpt", "metrics.csv")):
+        return folder.name, str(folder.parent)
+    return base.name, base.out_dir
+
+
+def check_run(config: RunConfig) -> torch.utils.data.Dataset:
+    """Build the run's components once before any work, so a bad flag (a d_min of 0, a basis
+    for other image sizes, a data folder that is not there) fails here with the component named,
+    before the run folder is created, instead of deep in training. Returns the training set,
+    which the trainer then uses instead of building it again."""
+    name, d = config.name, config.data
+    parts = {}
+    for kind, build in (("basis", build_basis), ("schedule", build_schedule),
+                        ("parameterization", build_parameterization)):
+        cfg = getattr(config, kind)
+        try:
+            parts[kind] = build(cfg)
+        except ImportError as e:
+            raise ConfigError(f"invalid run {name!r}: {kind} {cfg}: {e}") from e
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
+            raise ConfigError(f"invalid run {name!r}: {kind} {cfg}: {type(e).__name__}: {e}") from e
     try:
-        build_diffusion(config)
-    except ImportError as e:
-        raise ConfigError(f"invalid run {config.name!r}: {e}") from e
+        diffusion = Diffusion(parts["basis"], parts["schedule"], parameterization=parts["parameterization"],
+                              last_train_step=config.train.last_train_step)
     except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
-        raise ConfigError(f"invalid run {config.name!r}: schedule {config.schedule} with basis "
+        raise ConfigError(f"invalid run {name!r}: schedule {config.schedule} with basis "
                           f"{config.basis.get('name', config.basis)}: {type(e).__name__}: {e}") from e
+    try:
+        check_data(torch.zeros(1, d.channels, d.size, d.size), diffusion.basis)
+    except ValueError as e:
+        raise ConfigError(f"invalid run {name!r}: the data are {d.channels}×{d.size}×{d.size} (--size, --channels) "
+                          f"but basis {config.basis} does not take them: {e}") from e
+    return _checked_data(d)
+
+
+def _checked_data(d):
+    """The training set, built once here so a missing, empty or unreadable ``--data`` or images of
+    another shape than ``--channels``/``--size`` are refused before the run folder is made."""
+    try:
+        dataset = build_dataset(d.spec, split="train", size=d.size, value_range=d.value_range, channels=d.channels)
+        first = dataset[0] if len(dataset) else None
+    except (OSError, ValueError, RuntimeError) as e:  # missing/empty folder, bad LMDB, unreadable images
+        raise ConfigError(f"--data {d.spec!r}: {e}") from e
+    if first is None:
+        raise ConfigError(f"--data {d.spec!r} holds no images")
+    if tuple(first.shape) != (d.channels, d.size, d.size):
+        raise ConfigError(f"--data {d.spec!r} gives images of shape {tuple(first.shape)}, but the run expects "
+                          f"{(d.channels, d.size, d.size)} (--channels {d.channels}, --size {d.size})")
+    return dataset
 
 
 def _launching_rank() -> bool:
@@ -508,18 +583,18 @@ def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | No
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu:
         set_threads(getattr(args, "threads", None))
-    check_run(config)
+    dataset = check_run(config)
     lock = claim(config, args)
     try:
-        return _train(config, args, full_size_hint)
+        return _train(config, args, full_size_hint, dataset)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(config: RunConfig, args, full_size_hint: str | None) -> Path | None:
+def _train(config: RunConfig, args, full_size_hint: str | None, dataset=None) -> Path | None:
     figures = not getattr(args, "no_figures", False)
-    trainer = Trainer(config, figures=figures)
+    trainer = Trainer(config, figures=figures, dataset=dataset)
     trainer.setup()
     if args.resume and trainer.resume():
         print(f"resumed {trainer.run_dir / 'last.ckpt'} at step {trainer.step}")
@@ -533,7 +608,7 @@ def _train(config: RunConfig, args, full_size_hint: str | None) -> Path | None:
     print(f"trained {trainer.step} steps in {time.time() - t0:.0f} s")
     if figures:
         _end_figures(trainer)
-    report(trainer.run_dir, ckpt, full_size_hint, figures)
+    report(trainer.run_dir, ckpt, full_size_hint, figures, trust_code=bool(imported_code(trainer.config)))
     return trainer.run_dir
 
 
@@ -550,7 +625,10 @@ def _end_figures(trainer: Trainer) -> None:
     trainer.sample_grid(n=t.sample_n)
 
 
-def report(run_dir: Path, ckpt: Path, full_size_hint: str | None, figures: bool = True) -> None:
+def report(run_dir: Path, ckpt: Path, full_size_hint: str | None, figures: bool = True,
+           trust_code: bool = False) -> None:
+    """Where everything went, and the command that samples more (``trust_code``: the run names
+    custom components, which sample.py imports only when told to)."""
     print(f"\nrun folder: {run_dir}")
     pictures = [("samples.png", "EMA samples"), ("forward.png", "the forward process x_0 … x_N"),
                 ("trajectory.png", "predicted x̂_0 along the reverse process (last column: the sample)")]
@@ -559,6 +637,6 @@ def report(run_dir: Path, ckpt: Path, full_size_hint: str | None, figures: bool 
             ("config.json", "the full run configuration (rerun with --config)"),
             ("metrics.csv", "loss, lr, grad norm, EMA decay, images/s (also logs/ for Fabric's loggers)")]:
         print(f"  {run_dir / name}: {what}")
-    print(f"\nmore samples: python recipes/sample.py --ckpt {ckpt} --n 64")
+    print(f"\nmore samples: python recipes/sample.py --ckpt {ckpt} --n 64{' --trust-code' if trust_code else ''}")
     if full_size_hint:
         print(full_size_hint)

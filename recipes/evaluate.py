@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import HelpFormatter, int_at_least, set_threads  # noqa: E402
 
-from gendiff.data import build_dataset  # noqa: E402
+from gendiff.data import EMBEDDED, build_dataset  # noqa: E402
 from gendiff.figures import save_grid  # noqa: E402
-from gendiff.likelihood import nll  # noqa: E402
+from gendiff.likelihood import check_gaussian_prior, nll  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
 from gendiff.metrics.fid import WeightsHashError  # noqa: E402
 from gendiff.samplers import SAMPLERS  # noqa: E402
@@ -39,7 +39,10 @@ def parse_args(argv=None):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="a checkpoint to sample from")
     src.add_argument("--samples", help="a folder of sample images")
-    p.add_argument("--ref", help="reference data (default: the run's data, held-out split)")
+    p.add_argument("--ref", help="reference data (default: the run's data: the held-out split of an embedded set, "
+                                 "else its training images)")
+    p.add_argument("--ref-n", type=int_at_least(1), default=10_000,
+                   help="at most this many reference images, evenly spread over a larger set")
     p.add_argument("--size", type=int_at_least(1), help="image size (with --samples)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=3, help="channels (with --samples)")
     p.add_argument("--n", type=int_at_least(1), help="samples per seed (default: the held-out set's size)")
@@ -113,6 +116,18 @@ def bits_per_dim(diffusion, model, ref: torch.Tensor, value_range, steps=16, see
             "bpd_decoder": r.decoder, "bpd_steps": r.steps, "bpd_per_image": r.per_image.tolist()}
 
 
+def held_out(spec, size: int, value_range, channels: int, limit: int = 10_000) -> torch.Tensor:
+    """The reference images as one tensor: the ``test`` split of an embedded set, or a folder or
+    LMDB (which have no splits) whole, at most ``limit`` images evenly spread over it (LSUN
+    bedroom's 3M images would not fit in memory)."""
+    try:
+        ref = build_dataset(spec, "test" if str(spec) in EMBEDDED else "train", size, value_range, channels)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: --ref: {e}") from None
+    idx = range(len(ref)) if len(ref) <= limit else np.linspace(0, len(ref) - 1, limit).round().astype(int)
+    return torch.stack([ref[int(k)] for k in idx])
+
+
 def summarize(per_seed: list[dict]) -> dict:
     """Mean and standard deviation over sampling seeds for every numeric metric."""
     keys = [k for k in per_seed[0] if isinstance(per_seed[0][k], float)]
@@ -122,7 +137,7 @@ def summarize(per_seed: list[dict]) -> dict:
 
 def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=None, batch_size=128,
                         swd_min_size=8, inception=None, out=None, ref_spec=None, nll_steps=16,
-                        nll_proposal="snr", trust_code: bool = False) -> dict:
+                        nll_proposal="snr", trust_code: bool = False, ref_limit: int = 10_000) -> dict:
     config, diffusion, model = load_run(ckpt, trust_code=trust_code)
     d, sampler = config.data, sampler or config.train.sampler
     try:  # checked before any sampling: a step count this sampler would ignore is refused
@@ -130,8 +145,10 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
         steps_run = steps_taken(sampling_steps(sampler, steps, first, requested=steps is not None), first)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    ref = build_dataset(ref_spec or d.spec, "test", d.size, d.value_range, d.channels)
-    ref = torch.stack([ref[k] for k in range(len(ref))])
+    if ref_spec is None and str(d.spec) not in EMBEDDED:
+        print(f"note: the run's data {d.spec} has no held-out split, so the reference is its training images "
+              "(as LSUN FID usually is); pass --ref for held-out images")
+    ref = held_out(ref_spec or d.spec, d.size, d.value_range, d.channels, ref_limit)
     n = n or len(ref)
     out = Path(out or Path(ckpt).parent / f"eval-{sampler}-{steps_run}")
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +163,12 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
     result = {"ckpt": str(ckpt), "n": n, "sampler": sampler, "steps": steps_run, "per_seed": per_seed,
               "summary": summarize(per_seed)}
     if nll_steps:
-        result["nll"] = bits_per_dim(diffusion, model, ref, d.value_range, nll_steps, proposal=nll_proposal)
+        try:
+            check_gaussian_prior(diffusion)
+        except ValueError as e:  # e.g. heat dissipation: the bound needs a Gaussian prior
+            result["nll_unavailable"] = str(e)
+        else:
+            result["nll"] = bits_per_dim(diffusion, model, ref, d.value_range, nll_steps, proposal=nll_proposal)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -161,19 +183,22 @@ def print_table(result: dict) -> None:
         print(f"{k}: {v}")
     if "nll" in result:
         b = result["nll"]
-        print(f"bits/dim (held-out, {b['bpd_steps']} steps per image): {b['bpd']:.4f} ± {b['bpd_se']:.4f} "
+        print(f"bits/dim (reference images, {b['bpd_steps']} steps per image): {b['bpd']:.4f} ± {b['bpd_se']:.4f} "
               f"(prior {b['bpd_prior']:.4f}, diffusion {b['bpd_diffusion']:.4f}, decoder {b['bpd_decoder']:.4f})")
+    if "nll_unavailable" in result:
+        print(f"bits/dim: not available ({result['nll_unavailable']})")
 
 
-def evaluate_folder(folder, ref_spec, size, channels, swd_min_size=8, inception=None) -> dict:
+def evaluate_folder(folder, ref_spec, size, channels, swd_min_size=8, inception=None, ref_limit=10_000) -> dict:
     vr = (-1.0, 1.0)
+    if not Path(folder).is_dir():
+        raise SystemExit(f"error: --samples: no folder {folder}")
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
-        raise SystemExit(f"no PNG/JPEG images in {folder}")
+        raise SystemExit(f"error: --samples: no PNG/JPEG images in {folder}")
     samples = build_dataset(str(folder), "train", size, vr, channels)
     x = torch.stack([samples[k] for k in range(len(samples))])
-    ref = build_dataset(ref_spec, "test", size, vr, channels)
-    ref = torch.stack([ref[k] for k in range(len(ref))])
+    ref = held_out(ref_spec, size, vr, channels, ref_limit)
     per_seed = [{"seed": 0, **image_metrics(x, ref, vr, swd_min_size, 0), **fid_kid(x, ref, vr, inception)}]
     plot_spectra({"samples": x, "held-out data": ref}, Path(folder) / "spectrum.png", vr)
     result = {"samples": str(folder), "n": len(x), "per_seed": per_seed, "summary": summarize(per_seed)}
@@ -189,11 +214,12 @@ def main(argv=None):
                                      batch_size=args.batch_size, swd_min_size=args.swd_min_size,
                                      inception=args.inception, out=args.out, ref_spec=args.ref,
                                      nll_steps=args.nll_steps, nll_proposal=args.nll_proposal,
-                                     trust_code=args.trust_code)
+                                     trust_code=args.trust_code, ref_limit=args.ref_n)
     else:
         if not (args.ref and args.size):
             raise SystemExit("--samples needs --ref and --size")
-        result = evaluate_folder(args.samples, args.ref, args.size, args.channels, args.swd_min_size, args.inception)
+        result = evaluate_folder(args.samples, args.ref, args.size, args.channels, args.swd_min_size, args.inception,
+                                 args.ref_n)
     print_table(result)
     return result
 

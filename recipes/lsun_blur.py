@@ -56,7 +56,11 @@ def parse_args(argv=None):
                    help="data range (default: 0,1 for the Table 1 presets, as the official runs; -1,1 for the demo)")
     p.add_argument("--fast", action="store_true",
                    help="sample with DPM-Solver++(2M) and the x̂_0 clamp instead of the official reverse loop")
-    add_run_args(p)
+    add_run_args(p, DEMO_TRAIN, name="demo-digits, or the preset's name on LSUN",
+                 shown={"steps": f"{DEMO_TRAIN.steps} in the embedded demo, the paper's "
+                                 f"{PAPER_STEPS['bedroom']}/{PAPER_STEPS['church']} for bedroom/church",
+                        **{f: f"{getattr(DEMO_TRAIN, f)} in the embedded demo, {getattr(TrainConfig(), f)} for LSUN"
+                           for f in ("batch_size", "lr", "ema_decay", "ckpt_every", "sample_every")}})
     return p.parse_args(argv)
 
 

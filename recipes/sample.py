@@ -45,7 +45,7 @@ def parse_args(argv=None):
 def main(argv=None) -> Path:
     args = parse_args(argv)
     if not Path(args.ckpt).is_file():
-        raise SystemExit(f"no checkpoint at {args.ckpt}")
+        raise SystemExit(f"error: no checkpoint at {args.ckpt}")
     try:
         check_device(args.device)
     except ValueError as e:

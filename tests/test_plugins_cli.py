@@ -5,11 +5,13 @@ and sample.py and evaluate.py rebuild them from the checkpoint in fresh processe
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,6 +114,7 @@ def trained(plugin, tmp_path_factory):
     res = run_py(ROOT / "recipes/lsun_blur.py", *TRAIN, "--out", out, "--name", "plug", pythonpath=plugin)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "torch threads: 1" in res.stdout
+    assert f"sample.py --ckpt {out / 'plug' / 'last.ckpt'} --n 64 --trust-code" in res.stdout  # the hint works
     return out / "plug"
 
 
@@ -248,6 +251,44 @@ def test_help_shows_the_defaults(recipes, capsys, recipe):
     assert "(default:" in text, recipe
     if recipe not in ("sample", "evaluate"):
         assert "--basis" in text and "--threads" in text and "--no-figures" in text
+        entries = re.split(r"\n  (?=-)", text)  # one entry per option, its wrapped help included
+        for flag in ("--steps", "--batch-size", "--lr", "--ema-decay", "--ckpt-every", "--name", "--size",
+                     "--channels", "--model"):
+            entry = next(e for e in entries if e.startswith(flag + " "))
+            assert "default:" in " ".join(entry.split()), (recipe, flag, entry)
+
+
+def test_evaluate_reports_why_bits_per_dim_is_missing_for_heat_dissipation(recipes, tmp_path, capsys):
+    import evaluate
+    import heat_dissipation
+    run = heat_dissipation.main(["--K", "10", "--size", "8", "--model", "tiny", "--steps", "1", "--batch-size", "2",
+                                 "--threads", "1", "--no-figures", "--out", str(tmp_path), "--name", "ihdm"])
+    result = evaluate.main(["--ckpt", str(run / "last.ckpt"), "--n", "4", "--seeds", "0", "--threads", "1"])
+    assert "nll" not in result and "Gaussian-prior" in result["nll_unavailable"]
+    assert "bits/dim: not available (nll needs a Gaussian-prior" in capsys.readouterr().out
+    assert any(k.startswith("swd_") for k in result["summary"])  # the other metrics were still computed
+
+
+def test_evaluate_a_run_trained_on_an_image_folder(recipes, tmp_path, capsys):
+    """A folder has no held-out split: its training images are the reference (said), at most --ref-n."""
+    import evaluate
+    from PIL import Image
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(images / f"{k}.png")
+    run = recipes.main(["--data", str(images), "--fast", "--size", "8", "--model", "tiny", "--steps", "1",
+                        "--batch-size", "2", "--sample-steps", "2", "--threads", "1", "--no-figures",
+                        "--out", str(tmp_path), "--name", "f"])
+    result = evaluate.main(["--ckpt", str(run / "last.ckpt"), "--seeds", "0", "--steps", "2", "--ref-n", "4",
+                            "--nll-steps", "2", "--threads", "1"])
+    assert f"the run's data {images} has no held-out split" in capsys.readouterr().out
+    assert result["n"] == 4 and len(result["nll"]["bpd_per_image"]) == 4  # 4 of the 6 images, spread
+    with pytest.raises(SystemExit, match="error: --ref: dataset '/no/such' is neither"):
+        evaluate.main(["--ckpt", str(run / "last.ckpt"), "--ref", "/no/such", "--threads", "1"])
+    with pytest.raises(SystemExit, match="error: --samples: no folder /no/such"):
+        evaluate.main(["--samples", "/no/such", "--ref", "digits", "--size", "8", "--threads", "1"])
 
 
 def test_sample_refuses_steps_for_ihdm_and_names_the_folder_by_what_ran(recipes, tmp_path, capsys):

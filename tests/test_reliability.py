@@ -2,6 +2,7 @@
 numerics stay finite in float32 and under bf16 autocast. docs/reliability.md lists each case.
 """
 import errno
+import json
 import os
 import random
 import re
@@ -818,6 +819,12 @@ def test_without_proc_stat_the_load_average_decides(recipes_importable, monkeypa
     ("lsun_blur", ["--name", "../../escape"], "--name: run name must be one folder name"),
     ("lsun_blur", ["--resume", "--overwrite"], "not allowed with argument --resume"),
     ("heat_dissipation", ["--size", "0"], "--size: must be an integer >= 1, got 0"),
+    ("heat_dissipation", ["--K", "1"], "--K: must be an integer >= 2, got 1"),
+    ("heat_dissipation", ["--sigma-B-max", "0"], "--sigma-B-max: must be a finite number > 0.0, got 0"),
+    ("heat_dissipation", ["--sigma", "-1"], "--sigma: must be a finite number > 0.0, got -1"),
+    ("heat_dissipation", ["--delta-scale", "-1"], "--delta-scale: must be a finite number >= 0.0, got -1"),
+    ("blurring_diffusion", ["--N", "0"], "--N: must be an integer >= 1, got 0"),
+    ("blurring_diffusion", ["--sigma-B-max", "0"], "--sigma-B-max: must be a finite number > 0.0, got 0"),
     ("sample", ["--ckpt", "x", "--n", "0"], "--n: must be an integer >= 1, got 0"),
     ("sample", ["--ckpt", "x", "--steps", "0"], "--steps: must be an integer >= 1, got 0"),
     ("sample", ["--ckpt", "x", "--steps", "-5"], "--steps: must be an integer >= 1, got -5"),
@@ -878,6 +885,57 @@ def test_recipe_refusals_before_any_work(recipes_importable, tmp_path):
     assert not (tmp_path / "none").exists() and sorted(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("recipe,argv,message", [
+    ("lsun_blur", ["--size", "7", "--model", "tiny"], r"image_size=7 must be divisible by 2\*\*"),
+    ("lsun_blur", ["--model-args", '{"model_channels": 7}'], "num_groups=.* must divide every channel count"),
+    ("lsun_blur", ["--basis", "blur", "--basis-args", '{"shape": [8, 8]}'],
+     r"the data are 1×16×16 \(--size, --channels\) but basis .* does not take them: GaussianBlurBasis expects"),
+    ("lsun_blur", ["--data", "/no/such/folder"], "--data '/no/such/folder': dataset '/no/such/folder' is neither an "
+     "embedded dataset"),
+    ("lsun_blur", ["--data", __file__], r"--data '.*test_reliability.py': image folder not found: .*not a directory"),
+    ("lsun_blur", ["--data", "{empty}"], "--data '.*empty': no image files under"),
+    ("lsun_blur", ["--channels", "3"], r"--data 'digits' gives images of shape \(1, 16, 16\), but the run expects "
+     r"\(3, 16, 16\) \(--channels 3, --size 16\)"),
+    ("lsun_blur", ["--basis-args", '{"sigmaa": 1}'], r"invalid run 'demo-digits': basis \{.*TypeError.*sigmaa"),
+    ("heat_dissipation", ["--sigma-B-max", "0.3"],
+     r"--K, --sigma-B-max, --sigma: need 0 < sigma_B_min < sigma_B_max, got 0.5, 0.3"),
+])
+def test_a_run_is_checked_before_its_folder_is_made(recipes_importable, tmp_path, recipe, argv, message):
+    """Flags that only fail together (sizes, shapes, paths, ranges set by another flag) stop as a
+    one-line ConfigError before anything is written."""
+    import importlib
+    module = importlib.import_module(recipe)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=message):
+        module.main([a.replace("{empty}", str(empty)) for a in argv] + ["--out", str(out), "--quick", "--threads", "1"])
+    assert not out.exists()
+
+
+def test_config_of_a_moved_run_folder_resumes_it_where_it_is(recipes_importable, recipe_run, tmp_path):
+    import common
+    import lsun_blur
+    moved = copy_run(recipe_run, tmp_path / "elsewhere")
+    args = lsun_blur.parse_args(["--config", str(moved / "config.json"), "--resume"])
+    config = common.configure(lsun_blur.build_config(args), args)
+    assert Path(config.out_dir) / config.name == moved  # not the folder recorded inside the file
+    args = lsun_blur.parse_args(["--config", str(moved / "config.json"), "--name", "longer", "--steps", "9"])
+    config = common.configure(lsun_blur.build_config(args), args)
+    assert Path(config.out_dir) / config.name == moved.parent / "longer" and config.train.steps == 9
+    edited = moved / "bigger.json"  # another file in the run folder: a new run, not this one
+    edited.write_text((moved / "config.json").read_text().replace('"name": "demo-digits"', '"name": "bigger"'))
+    args = lsun_blur.parse_args(["--config", str(edited)])
+    config = common.configure(lsun_blur.build_config(args), args)
+    assert config.name == "bigger" and Path(config.out_dir) != moved.parent
+    plain = tmp_path / "mine.json"  # a config file outside a run folder: the place it records
+    plain.write_text((moved / "config.json").read_text())
+    args = lsun_blur.parse_args(["--config", str(plain)])
+    recorded = json.loads(plain.read_text())
+    config = common.configure(lsun_blur.build_config(args), args)
+    assert (config.out_dir, config.name) == (recorded["out_dir"], recorded["name"])
+
+
 def test_resume_with_a_different_model_is_the_short_message(tmp_path):
     tr = Trainer(tiny_run(tmp_path, steps=2))
     tr.setup()
@@ -888,6 +946,7 @@ def test_resume_with_a_different_model_is_the_short_message(tmp_path):
     with pytest.raises(CheckpointError, match="was trained with a different model") as info:
         other.resume()
     assert len(str(info.value)) < 600 and "size mismatch" not in str(info.value)
+    assert f"--config {tr.run_dir / 'config.json'} --resume" in str(info.value)
 
 
 def test_sample_device_cuda_without_cuda_names_cuda(recipe_run):
