@@ -35,7 +35,7 @@ from gendiff.data import build_dataset  # noqa: E402
 from gendiff.figures import trajectory  # noqa: E402
 from gendiff.models import PRESETS as MODELS, UNetConfig  # noqa: E402
 from gendiff.parameterization import PARAMETERIZATIONS, build_parameterization  # noqa: E402
-from gendiff.priors import PRIORS  # noqa: E402
+from gendiff.priors import PRIORS, build_prior  # noqa: E402
 from gendiff.registry import import_object  # noqa: E402
 from gendiff.schedules import SCHEDULES, build_schedule  # noqa: E402
 from gendiff.schedules.speed import SPEEDS  # noqa: E402
@@ -251,6 +251,8 @@ def _track_explicit(p: argparse.ArgumentParser, common: set[str]) -> None:
                 a.default = d
         args.explicit = set(vars(given)) - {"help"}
         args.recipe_flags = sorted(args.explicit - common)
+        if getattr(args, "config", None) and args.recipe_flags:  # before the recipe builds anything from them
+            p.error(_with_config(args.config, args.recipe_flags))
         # A recipe reads args.model as a UNet preset; a custom network is applied by configure().
         args.network = None
         if args.model and ":" in args.model and not isinstance(import_object(args.model, "network"), UNetConfig):
@@ -471,6 +473,12 @@ def _model(current: dict, given: dict, data) -> dict:
     return asdict(replace(preset, **{**fixed, **args}))
 
 
+def _with_config(path: str, recipe_flags: list[str]) -> str:
+    return (f"--config {path}: {', '.join('--' + f.replace('_', '-') for f in recipe_flags)} cannot be combined "
+            "with --config (they shape the recipe's own config, which the file replaces); edit the file or use the "
+            "component flags (--schedule-args '{...}', …)")
+
+
 def from_file(path: str, args) -> RunConfig:
     """The run in ``path`` (a config.json) with the explicitly given general flags applied.
 
@@ -478,9 +486,7 @@ def from_file(path: str, args) -> RunConfig:
     file replaces; given with --config they are refused rather than silently ignored.
     """
     if args.recipe_flags:
-        raise ConfigError(f"--config {path}: {', '.join('--' + f.replace('_', '-') for f in args.recipe_flags)} "
-                          "cannot be combined with --config (they shape the recipe's own config, which the file "
-                          "replaces); edit the file or use the component flags (--schedule-args '{...}', …)")
+        raise ConfigError(_with_config(path, args.recipe_flags))
     try:
         base = RunConfig.from_dict(json.loads(Path(path).read_text()))
     except FileNotFoundError:
@@ -509,9 +515,9 @@ def _run_place(path: Path, base: RunConfig) -> tuple[str, str]:
 
 def check_run(config: RunConfig) -> torch.utils.data.Dataset:
     """Build the run's components once before any work, so a bad flag (a d_min of 0, a basis
-    for other image sizes, a data folder that is not there) fails here with the component named,
-    before the run folder is created, instead of deep in training. Returns the training set,
-    which the trainer then uses instead of building it again."""
+    for other image sizes, a data folder that is not there, a negative prior δ) fails here with
+    the component named, before the run folder is created, instead of deep in training. Returns
+    the training set, which the trainer then uses instead of building it again."""
     name, d = config.name, config.data
     parts = {}
     for kind, build in (("basis", build_basis), ("schedule", build_schedule),
@@ -534,7 +540,12 @@ def check_run(config: RunConfig) -> torch.utils.data.Dataset:
     except ValueError as e:
         raise ConfigError(f"invalid run {name!r}: the data are {d.channels}×{d.size}×{d.size} (--size, --channels) "
                           f"but basis {config.basis} does not take them: {e}") from e
-    return _checked_data(d)
+    dataset = _checked_data(d)
+    try:  # last: a data prior is built from the training set
+        build_prior(config.prior, lambda: dataset)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"invalid run {name!r}: prior {config.prior}: {type(e).__name__}: {e}") from e
+    return dataset
 
 
 def _checked_data(d):

@@ -202,7 +202,7 @@ def test_speed_on_a_schedule_without_one_and_unknown_speed_args(recipes, tmp_pat
         common.configure(recipes.build_config(args), args)
 
 
-def test_config_file_reruns_a_run_and_explicit_flags_override_it(recipes, trained, tmp_path):
+def test_config_file_reruns_a_run_and_explicit_flags_override_it(recipes, trained, tmp_path, capsys):
     import common
     args = recipes.parse_args(["--config", str(trained / "config.json"), "--name", "again", "--steps", "2",
                                "--out", str(tmp_path)])
@@ -212,8 +212,12 @@ def test_config_file_reruns_a_run_and_explicit_flags_override_it(recipes, traine
     assert now["basis"] == saved["basis"] and now["schedule"] == saved["schedule"] and now["model"] == saved["model"]
     assert (config.name, config.train.steps, config.out_dir) == ("again", 2, str(tmp_path))
     assert config.train.batch_size == saved["train"]["batch_size"]  # not given: the file's
-    args = recipes.parse_args(["--config", str(trained / "config.json"), "--preset", "church-none"])
-    with pytest.raises(common.ConfigError, match="--preset"):
+    with pytest.raises(SystemExit) as stop:  # refused as the flags are read, before the recipe uses them
+        recipes.parse_args(["--config", str(trained / "config.json"), "--preset", "church-none"])
+    assert stop.value.code == 2 and "--preset cannot be combined with --config" in capsys.readouterr().err
+    args = recipes.parse_args(["--config", str(trained / "config.json")])
+    args.recipe_flags = ["preset"]  # the library-side check, for args built without the recipe's parser
+    with pytest.raises(common.ConfigError, match="--preset cannot be combined with --config"):
         common.configure(recipes.build_config(args), args)
 
 

@@ -897,6 +897,8 @@ def test_recipe_refusals_before_any_work(recipes_importable, tmp_path):
     ("lsun_blur", ["--channels", "3"], r"--data 'digits' gives images of shape \(1, 16, 16\), but the run expects "
      r"\(3, 16, 16\) \(--channels 3, --size 16\)"),
     ("lsun_blur", ["--basis-args", '{"sigmaa": 1}'], r"invalid run 'demo-digits': basis \{.*TypeError.*sigmaa"),
+    ("heat_dissipation", ["--prior-args", '{"delta_scale": -1}'],
+     r"invalid run 'ihdm-digits': prior \{.*'delta_scale': -1\}: ValueError: delta_scale must be a finite number ≥ 0"),
     ("heat_dissipation", ["--sigma-B-max", "0.3"],
      r"--K, --sigma-B-max, --sigma: need 0 < sigma_B_min < sigma_B_max, got 0.5, 0.3"),
 ])
