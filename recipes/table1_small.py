@@ -84,7 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-n", type=int, help="samples per seed (default: the dataset's)")
     p.add_argument("--report", action="store_true", help="only assemble results.json from the rows' eval.json")
     p.add_argument("--rescore", action="store_true", help="with --report: add snr-proposal bits/dim to old rows")
-    per_set = {f: ", ".join(f"{getattr(s, f)} on {d}" for d, s in DATASETS.items()) for f in ("train_steps", "batch_size")}
+    per_set = {f: ", ".join(f"{getattr(s, f)} on {d}" for d, s in DATASETS.items())
+               for f in ("train_steps", "batch_size")}
     add_run_args(p, DEMO_TRAIN, name="table1-small, the table's folder under --out",
                  shown={"steps": per_set["train_steps"], "batch_size": per_set["batch_size"]})
     args = p.parse_args(argv)

@@ -287,11 +287,12 @@ def check_same_run(path: Path, saved: dict, ours: dict) -> None:
         first = diff[0].split(".")
         was = saved.get(first[0]) if len(first) == 1 else saved.get("data", {}).get(first[1])
         now = ours[first[0]] if len(first) == 1 else ours["data"][first[1]]
+        # The run's own config.json restores its components, not data that has since moved.
+        as_it_was = ("" if any(k.startswith("data.") for k in diff) else
+                     f"continue it as it was with --config {path.parent / 'config.json'} --resume, ")
         raise CheckpointError(f"{path} was trained with a different {', '.join(diff)} "
-                              f"(saved {_short(was)}, this run {_short(now)}); "
-                              + ("" if any(k.startswith("data.") for k in diff) else  # the run's file restores components
-                                 f"continue it as it was with --config {path.parent / 'config.json'} --resume, ")
-                              + "use another --name or --out, or start over with --overwrite")
+                              f"(saved {_short(was)}, this run {_short(now)}); {as_it_was}"
+                              "use another --name or --out, or start over with --overwrite")
 
 
 def _last_good(run_dir: Path) -> str:
