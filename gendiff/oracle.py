@@ -94,3 +94,56 @@ def gaussian_kl(v: Tensor, lam: Tensor) -> float:
     """Mean over coordinates of KL(N(0, v) ‖ N(0, λ)), in nats per dimension."""
     q = v / lam
     return float((0.5 * (q - 1 - torch.log(q))).mean())
+
+
+class _Counted:
+    """The oracle network, counting its calls (network evaluations, one per batched call)."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self, x: Tensor, i: Tensor) -> Tensor:
+        self.calls += 1
+        return self.model(x, i)
+
+
+def linear_output_variance(diffusion, lam: Tensor, sampler="dpm++2m", *, shape=None,
+                           check_deterministic: bool = True, **sample_kwargs) -> tuple[Tensor, int]:
+    """Exact per-coordinate output variance of any deterministic sampler, from one run.
+
+    With the exact (linear) oracle every deterministic sampler is a linear map per coordinate,
+    x̄_0 = g ⊙ x̄_T, so starting from x̄_T = s_T·1 gives g·s_T and the output variance
+    g² s_T² = (x̄_0)² exactly: no recursion written per sampler, so it holds for a user's
+    sampler too, and there is no Monte-Carlo floor.
+
+    Args:
+        diffusion, lam: the process and the data's per-coordinate variance λ (coefficient shape).
+        sampler: a registered name, an import path or a :class:`gendiff.samplers.Sampler`'s name
+            as ``Diffusion.sample`` takes it.
+        shape: the sample shape, batch 1 (default ``(1, *lam.shape)``, ``lam`` with a channel axis).
+        check_deterministic: run a second time with another generator and refuse a sampler whose
+            output changes (it adds noise: use the Monte-Carlo check instead).
+        sample_kwargs: ``steps``, ``timesteps``, ``start`` and sampler options, as ``sample``.
+    Returns:
+        (variance in coefficient space, network evaluations the sampler made).
+    """
+    lam = lam.to(torch.float64)
+    shape = tuple(shape) if shape is not None else (1, *lam.shape)
+
+    def run(seed: int) -> tuple[Tensor, int]:
+        model = _Counted(oracle_model(diffusion, lam))
+
+        def unit_prior(d, shape_, t0, generator, dtype, device):
+            s = d.marginal(torch.tensor([t0], device=device))[1].to(dtype)
+            return s * torch.ones(shape_, dtype=dtype, device=device)
+        x = diffusion.sample(model, shape, sampler=sampler, prior=unit_prior, dtype=torch.float64,
+                             generator=torch.Generator().manual_seed(seed), progress=False, **sample_kwargs)
+        return diffusion.to_basis(x)[0] ** 2, model.calls
+
+    v, calls = run(0)
+    if check_deterministic:
+        v2, _ = run(1)
+        if not torch.allclose(v, v2, rtol=1e-12, atol=0.0):
+            raise ValueError(f"sampler {sampler!r} is not deterministic (its output depends on the generator): "
+                             "the linear-oracle variance holds only for deterministic samplers")
+    return v, calls
