@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from gendiff.files import write_atomic
 from gendiff.value_range import map_range
 
 
@@ -20,8 +21,8 @@ def save_grid(x: Tensor, path: str | Path, value_range=(-1.0, 1.0), nrow: int | 
     """Save a (B, C, H, W) batch as one PNG grid (``nrow`` images per row, default √B)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid_image(x, value_range, nrow), path)
-    return path
+    image = grid_image(x, value_range, nrow)
+    return write_atomic(path, lambda f: save_image(image, f, format="png"), sync=False)
 
 
 @torch.no_grad()

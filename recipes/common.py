@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 # would; appended, so it never shadows an installed module.
 sys.path.append(os.getcwd())
 
-from gendiff import Diffusion  # noqa: E402
 from gendiff.bases import BASES, build_basis  # noqa: E402
 from gendiff.checks import check_data  # noqa: E402
 from gendiff.data import build_dataset  # noqa: E402
@@ -44,7 +43,11 @@ from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirEr
                               sampling_steps)
 from gendiff.data.lsun import LMDBError  # noqa: E402
 from gendiff.training.config import ConfigError  # noqa: E402
-from gendiff.training.loading import imported_code  # noqa: E402
+from gendiff.training.loading import build_diffusion, imported_code  # noqa: E402
+from gendiff.training.trust import require_trust  # noqa: E402
+from gendiff.training.rundir import check_run_place  # noqa: E402
+from lightning_fabric import Fabric  # noqa: E402
+from lightning_fabric.utilities.exceptions import MisconfigurationException  # noqa: E402
 
 
 # ---- flag types: a bad value stops argparse (exit 2, usage shown) before anything is built ------
@@ -228,6 +231,9 @@ def add_run_args(p: argparse.ArgumentParser, train: TrainConfig | None = None, n
     start.add_argument("--overwrite", action="store_true",
                        help="start over in an existing run folder (its last.ckpt and metrics.csv are removed)")
     p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="let --config (and the run --resume continues) import the custom components "
+                        "(package.module:Name) its file names; only for files you trust")
     add_component_args(p)
     common = {p._option_string_actions[o].dest for o in set(p._option_string_actions) - before} | {"data", "size"}
     _track_explicit(p, common)
@@ -488,11 +494,16 @@ def from_file(path: str, args) -> RunConfig:
     if args.recipe_flags:
         raise ConfigError(_with_config(path, args.recipe_flags))
     try:
-        base = RunConfig.from_dict(json.loads(Path(path).read_text()))
+        raw = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"--config: no file {path}") from None
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"--config {path}: not a run config ({type(e).__name__}: {e})") from e
+    require_trust(raw, f"--config {path}", getattr(args, "trust_code", False), "--trust-code")
+    try:
+        base = RunConfig.from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"--config {path}: {e}") from None
     only = args.explicit
     name, out_dir = _run_place(Path(path), base)
     over = {"name": args.name if "name" in only else name, "out_dir": args.out if "out" in only else out_dir,
@@ -530,11 +541,14 @@ def check_run(config: RunConfig) -> torch.utils.data.Dataset:
         except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
             raise ConfigError(f"invalid run {name!r}: {kind} {cfg}: {type(e).__name__}: {e}") from e
     try:
-        diffusion = Diffusion(parts["basis"], parts["schedule"], parameterization=parts["parameterization"],
-                              last_train_step=config.train.last_train_step)
+        diffusion = build_diffusion(config)
+    except ConfigError:
+        raise
     except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
         raise ConfigError(f"invalid run {name!r}: schedule {config.schedule} with basis "
                           f"{config.basis.get('name', config.basis)}: {type(e).__name__}: {e}") from e
+    check_fabric(config.fabric)
+    check_run_place(Path(config.out_dir) / config.name)
     try:
         check_data(torch.zeros(1, d.channels, d.size, d.size), diffusion.basis)
     except ValueError as e:
@@ -546,6 +560,18 @@ def check_run(config: RunConfig) -> torch.utils.data.Dataset:
     except (ValueError, TypeError) as e:
         raise ConfigError(f"invalid run {name!r}: prior {config.prior}: {type(e).__name__}: {e}") from e
     return dataset
+
+
+def check_fabric(fc: FabricConfig) -> None:
+    """Let Fabric judge --accelerator/--devices/--strategy/--num-nodes/--precision in a dry
+    construction, so a bad value is refused before the run folder is touched (with --overwrite,
+    before the old run is moved aside)."""
+    try:
+        Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy, num_nodes=fc.num_nodes,
+               precision=fc.precision)
+    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as e:
+        raise ConfigError(f"--accelerator {fc.accelerator} --devices {fc.devices} --strategy {fc.strategy} "
+                          f"--num-nodes {fc.num_nodes} --precision {fc.precision}: {e}") from None
 
 
 def _checked_data(d):

@@ -204,8 +204,12 @@ def test_speed_on_a_schedule_without_one_and_unknown_speed_args(recipes, tmp_pat
 
 def test_config_file_reruns_a_run_and_explicit_flags_override_it(recipes, trained, tmp_path, capsys):
     import common
-    args = recipes.parse_args(["--config", str(trained / "config.json"), "--name", "again", "--steps", "2",
-                               "--out", str(tmp_path)])
+    argv = ["--config", str(trained / "config.json"), "--name", "again", "--steps", "2", "--out", str(tmp_path)]
+    args = recipes.parse_args(argv)  # the file names import paths: refused until trusted
+    with pytest.raises(common.ConfigError, match=r"names code to import: \['mylab_test.bases:RandomBasis', "
+                                                 r"'mylab_test.speeds:sqrt_speed'\]"):
+        common.configure(recipes.build_config(args), args)
+    args = recipes.parse_args(argv + ["--trust-code"])
     config = common.configure(recipes.build_config(args), args)
     saved = json.loads((trained / "config.json").read_text())
     now = json.loads(json.dumps(config.to_dict()))
@@ -215,7 +219,7 @@ def test_config_file_reruns_a_run_and_explicit_flags_override_it(recipes, traine
     with pytest.raises(SystemExit) as stop:  # refused as the flags are read, before the recipe uses them
         recipes.parse_args(["--config", str(trained / "config.json"), "--preset", "church-none"])
     assert stop.value.code == 2 and "--preset cannot be combined with --config" in capsys.readouterr().err
-    args = recipes.parse_args(["--config", str(trained / "config.json")])
+    args = recipes.parse_args(["--config", str(trained / "config.json"), "--trust-code"])
     args.recipe_flags = ["preset"]  # the library-side check, for args built without the recipe's parser
     with pytest.raises(common.ConfigError, match="--preset cannot be combined with --config"):
         common.configure(recipes.build_config(args), args)

@@ -30,6 +30,7 @@ from gendiff.training import (DataConfig, FabricConfig, NonFiniteLossError, RunC
 from gendiff.training import checkpoint as checkpoint_module
 from gendiff.training.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from gendiff.training.config import ConfigError
+from gendiff.training.loading import build_diffusion
 from gendiff.training.rundir import RunDirError, RunLock, check_run_name, claim_run_dir, hold_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -841,27 +842,42 @@ def test_bad_flags_stop_before_any_work(recipes_importable, capsys, recipe, argv
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("steps", 0, r"TrainConfig.steps \(--steps\) must be an integer >= 1, got 0"),
-    ("steps", 2.5, r"must be an integer >= 1, got 2.5"),
-    ("batch_size", 0, r"batch_size \(--batch-size\) must be an integer >= 1, got 0"),
-    ("ckpt_every", 0, r"ckpt_every \(--ckpt-every\) must be an integer >= 1, got 0"),
-    ("ema_decay", -1.0, r"ema_decay \(--ema-decay\) must be a number in \[0.0, 1.0\], got -1.0"),
-    ("ema_decay", 2.0, r"must be a number in \[0.0, 1.0\], got 2.0"),
-    ("sample_steps", 0, r"sample_steps \(--sample-steps\) must be an integer >= 1, got 0"),
-    ("sample_steps", 5000, r"must be in 1..N=100 .* for sampler 'dpm\+\+2m', got 5000"),
-    ("lr", 0.0, r"lr \(--lr\) must be a finite number > 0.0, got 0.0"),
-    ("sampler", "euler", r"TrainConfig.sampler: unknown sampler 'euler'; valid names: \[.*\] or an import path"),
+    ("steps", 0, r"invalid TrainConfig: steps: Input should be greater than or equal to 1 \(got 0\)"),
+    ("steps", 2.5, r"steps: Input should be a valid integer \(got 2.5\)"),
+    ("steps", True, r"steps: Input should be a valid integer \(got True\)"),
+    ("batch_size", 0, r"batch_size: Input should be greater than or equal to 1 \(got 0\)"),
+    ("ckpt_every", 0, r"ckpt_every: Input should be greater than or equal to 1"),
+    ("ema_decay", -1.0, r"ema_decay: Input should be greater than or equal to 0"),
+    ("ema_decay", 2.0, r"ema_decay: Input should be less than or equal to 1"),
+    ("sample_steps", 0, r"sample_steps: Input should be greater than or equal to 1"),
+    ("lr", 0.0, r"lr: Input should be greater than 0 \(got 0.0\)"),
+    ("lr", float("nan"), r"lr: Input should be a finite number"),
+    ("clip_x0", "no", r"clip_x0: Input should be a valid boolean \(got 'no'\)"),
 ])
 def test_train_config_checks_every_field(tmp_path, field, value, message):
+    """The library's messages name the field (the recipes' name the flag)."""
     config = tiny_run(tmp_path)
     with pytest.raises(ConfigError, match=message):
         replace(config, train=replace(config.train, **{field: value}))
 
 
+@pytest.mark.parametrize("field,value,message", [
+    ("sample_steps", 5000, r"train.sampler / train.sample_steps .*must be in 1..N=100 for sampler 'dpm\+\+2m', got 5000"),
+    ("sampler", "euler", r"train.sampler / train.sample_steps .*unknown sampler 'euler'; valid names: \[.*\] or an import path"),
+])
+def test_sampler_fields_are_checked_when_the_run_is_built(tmp_path, field, value, message):
+    """The config builds nothing, so the sampler and the grid budget (which needs N) are checked
+    where the schedule is first built."""
+    config = tiny_run(tmp_path)
+    config = replace(config, train=replace(config.train, **{field: value}))  # data: accepted
+    with pytest.raises(ConfigError, match=message):
+        build_diffusion(config)
+
+
 def test_data_config_is_checked(tmp_path):
-    with pytest.raises(ConfigError, match=r"DataConfig.size \(--size\) must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"invalid DataConfig: size: Input should be greater than or equal to 1"):
         DataConfig("digits", 0, 1)
-    with pytest.raises(ConfigError, match=r"value_range must be \(lo, hi\) with finite lo < hi, got \(1.0, -1.0\)"):
+    with pytest.raises(ConfigError, match=r"value_range: must be \(lo, hi\) with lo < hi, got \(1.0, -1.0\)"):
         DataConfig("digits", 16, 1, (1.0, -1.0))
 
 
@@ -869,8 +885,9 @@ def test_recipe_refusals_before_any_work(recipes_importable, tmp_path):
     import common
     import lsun_blur
     args = lsun_blur.parse_args(["--sample-steps", "5000", "--out", str(tmp_path)])
-    with pytest.raises(ConfigError, match=r"sample_steps \(--sample-steps\) must be in 1..N=1000"):
-        lsun_blur.build_config(args)
+    with pytest.raises(ConfigError, match=r"sample_steps \(--sample-steps\).*must be in 1..N=1000"):
+        common.check_run(common.configure(lsun_blur.build_config(args), args))
+    assert not any(tmp_path.iterdir())
     # a schedule flag the schedule cannot take (d_min = 0: log 0) fails before the folder is made
     import blurring_diffusion
     with pytest.raises(SystemExit) as stop:  # argparse: "--d-min: must be a finite number (0.0, 0.999], got 0"

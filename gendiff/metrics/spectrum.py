@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gendiff.files import write_atomic
 from gendiff.value_range import map_range
 
 __all__ = ["radial_spectrum", "spectrum_error", "plot_spectra"]
@@ -119,5 +120,5 @@ def plot_spectra(images: dict, path, value_range=(-1.0, 1.0), title: str | None 
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    write_atomic(path, lambda f: fig.savefig(f, format="png"), sync=False)
     return path

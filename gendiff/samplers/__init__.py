@@ -5,6 +5,7 @@ Register a new one with ``SAMPLERS.register("name", Sampler(fn, default_grid, de
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,6 +42,22 @@ SAMPLERS.register("dpm++2m", Sampler(sample_dpmpp_2m, "cubic", 50))
 SAMPLERS.register("ihdm", Sampler(sample_ihdm, "uniform", None))
 
 
-__all__ = ["SAMPLERS", "Sampler", "GRIDS", "check_grid", "make_grid",
+def sampler_options(sampler: str) -> list[str]:
+    """The keyword options ``sampler`` takes besides the common signature (e.g. ``eta``)."""
+    common = {"denoise", "x", "timesteps", "coef", "generator", "callback", "disable"}
+    params = inspect.signature(SAMPLERS.resolve(sampler).fn).parameters.values()
+    return sorted(p.name for p in params if p.name not in common and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def check_sampler_options(sampler: str, options: dict) -> dict:
+    """``options`` if ``sampler`` takes every one of them; ValueError naming the ones it does not."""
+    valid = sampler_options(sampler)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"sampler {sampler!r} takes no option {unknown}; its options: {valid or 'none'}")
+    return options
+
+
+__all__ = ["SAMPLERS", "Sampler", "sampler_options", "check_sampler_options", "GRIDS", "check_grid", "make_grid",
            "power_grid", "uniform_grid", "sample_reverse", "sample_ancestral", "sample_ddim",
            "sample_dpmpp_2m", "sample_ihdm"]

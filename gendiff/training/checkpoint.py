@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from gendiff.files import open_new
+
 FORMAT = 2
 # What torch.load raises on a truncated, empty or foreign file (and on a state that does not fit).
 READ_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, KeyError, OSError,
@@ -97,7 +99,7 @@ def _write_atomic(path: Path, state: dict[str, Any]) -> str | None:
     full = {**state, "format": FORMAT}
     full["sha256"] = content_hash(full)
     try:
-        with open(tmp, "wb") as f:
+        with open_new(tmp) as f:  # never through a symlink planted at the temporary name
             torch.save(full, f)
             f.flush()
             os.fsync(f.fileno())

@@ -1,37 +1,72 @@
-"""Run configuration as small frozen dataclasses, serialised to ``config.json`` and checkpoints."""
+"""Run configuration as frozen, typed data: checked by a schema, never importing or building.
+
+Every config a run reads or writes (``config.json``, a checkpoint's ``"config"``, a recipe's
+flags) goes through these pydantic dataclasses before anything is imported, built or written:
+strict types (``"no"`` is not a bool, 2.7 is not an int), ranges, and unknown keys refused with
+the nearest valid name. Values that size allocations (the schedule's N, image size, channels,
+batch and sample counts) have upper bounds, so a crafted file cannot ask for terabytes.
+
+A component (basis, schedule, parameterization, prior, model) is a JSON object
+``{"name": <registered name or import path>, **arguments}``; its arguments belong to the
+component's own constructor and are checked when it is built (after the trust decision,
+:func:`code_names`), since knowing them means importing the component.
+"""
 from __future__ import annotations
 
+import difflib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, field, fields
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+
+# Upper bounds for values that size allocations (docs/reliability.md, "Configs").
+MAX_N = 100_000          # diffusion steps: the paper uses 1000; tables are O(N × coordinates)
+MAX_SIZE = 4096          # image side
+MAX_CHANNELS = 64
+MAX_BATCH = 65_536
+MAX_SAMPLES = 1_000_000
+MAX_NAME = 200           # run-name characters (file systems allow 255 bytes)
 
 
 class ConfigError(ValueError):
-    """A configuration value outside its valid range (the message names both)."""
+    """A configuration value outside its valid range (the message names the field and the value)."""
 
 
-def _check_int(owner: str, name: str, value, lo: int, hi: int | None = None, flag: str | None = None) -> None:
-    """ValueError naming ``owner.name`` (and its command-line flag), the value and the valid range."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
-    if not ok:
-        rng = f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
-        where = f"{owner}.{name}" + (f" (--{flag})" if flag else f" (--{name.replace('_', '-')})")
-        raise ConfigError(f"{where} must be {rng}, got {value!r}")
+def Int(lo: int, hi: int | None = None):  # noqa: N802 - a type, spelled like one
+    """A strict integer in lo..hi (bools and floats refused)."""
+    return Annotated[int, Strict(), Field(ge=lo, le=hi)]
 
 
-def _check_float(owner: str, name: str, value, lo: float, hi: float | None = None, *, open_lo=False,
-                 flag: str | None = None) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > lo if open_lo else value >= lo) and (hi is None or value <= hi)
-    if not ok:
-        left = "(" if open_lo else "["
-        rng = f"a number in {left}{lo}, {hi}]" if hi is not None else f"a finite number {'>' if open_lo else '>='} {lo}"
-        where = f"{owner}.{name}" + (f" (--{flag})" if flag else f" (--{name.replace('_', '-')})")
-        raise ConfigError(f"{where} must be {rng}, got {value!r}")
+def Num(lo: float, hi: float | None = None, *, open_lo: bool = False):  # noqa: N802
+    """A finite number in [lo, hi] ((lo, hi] with ``open_lo``); ints accepted, bools and strings not."""
+    bound = {"gt": lo} if open_lo else {"ge": lo}
+    return Annotated[float, Strict(), Field(le=hi, allow_inf_nan=False, **bound)]
 
 
-@dataclass(frozen=True)
+Flag = Annotated[bool, Strict()]
+Text = Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
+SCHEMA = ConfigDict(extra="forbid")
+
+
+def schema(cls: type) -> type:
+    """A frozen pydantic dataclass whose construction (and ``dataclasses.replace``) raises
+    :class:`ConfigError` naming every bad field, not pydantic's multi-line report."""
+    cls = dataclass(frozen=True, config=SCHEMA)(cls)
+    init = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as e:
+            raise ConfigError(explain(cls, e)) from None
+    cls.__init__ = __init__
+    return cls
+
+
+@schema
 class TrainConfig:
     """Optimisation and bookkeeping (docs/math.md, Conventions: Adam 5e-5, batch 16, EMA 0.9999).
 
@@ -46,122 +81,142 @@ class TrainConfig:
         seed: seeds the model initialisation, the batches and the diffusion noise.
         log_every, ckpt_every, sample_every: intervals in steps (0 disables sampling).
         sample_n, sample_steps, sampler: what the sample grids use (also the default of
-            recipes/sample.py and recipes/evaluate.py for this run).
+            recipes/sample.py and recipes/evaluate.py for this run). ``sampler`` is a registered
+            name or an import path; it is resolved when the run is built, not here.
         clip_x0: clamp x̂_0 to the data range while sampling (DDPM's clip_denoised).
         last_train_step: train on steps 1..this (None: N; the official blur-diffusion and IHDM
             code: N − 1); the default sampling grids start there (``Diffusion``).
         num_workers: DataLoader workers.
     """
 
-    steps: int = 450_000
-    batch_size: int = 16
-    lr: float = 5e-5
-    ema_decay: float = 0.9999
-    ema_warmup: bool = True
-    grad_clip: float | None = None
-    seed: int = 0
-    log_every: int = 50
-    ckpt_every: int = 5_000
-    sample_every: int = 10_000
-    sample_n: int = 64
-    sample_steps: int = 50
-    sampler: str = "dpm++2m"
-    clip_x0: bool = True
-    last_train_step: int | None = None
-    num_workers: int = 0
-
-    def __post_init__(self):
-        """Every field checked at construction, so a bad flag fails before any work starts."""
-        from gendiff.samplers import SAMPLERS
-
-        c = "TrainConfig"
-        for name, lo in (("steps", 1), ("batch_size", 1), ("log_every", 1), ("ckpt_every", 1),
-                         ("sample_every", 0), ("sample_n", 1), ("num_workers", 0)):
-            _check_int(c, name, getattr(self, name), lo)
-        _check_int(c, "seed", self.seed, 0, 2**63 - 1)
-        if self.sample_steps is not None:
-            _check_int(c, "sample_steps", self.sample_steps, 1)
-        _check_float(c, "lr", self.lr, 0.0, open_lo=True)
-        _check_float(c, "ema_decay", self.ema_decay, 0.0, 1.0)
-        if self.grad_clip is not None:
-            _check_float(c, "grad_clip", self.grad_clip, 0.0, open_lo=True)
-        try:  # a registered name or an import path, as Diffusion.sample takes it
-            SAMPLERS.resolve(self.sampler)
-        except (ImportError, ValueError, TypeError) as e:
-            raise ConfigError(f"TrainConfig.sampler: {e}") from None
+    steps: Int(1, 10**9) = 450_000
+    batch_size: Int(1, MAX_BATCH) = 16
+    lr: Num(0.0, open_lo=True) = 5e-5
+    ema_decay: Num(0.0, 1.0) = 0.9999
+    ema_warmup: Flag = True
+    grad_clip: Num(0.0, open_lo=True) | None = None
+    seed: Int(0, 2**63 - 1) = 0
+    log_every: Int(1) = 50
+    ckpt_every: Int(1) = 5_000
+    sample_every: Int(0) = 10_000
+    sample_n: Int(1, MAX_SAMPLES) = 64
+    sample_steps: Int(1, MAX_N) | None = 50
+    sampler: Text = "dpm++2m"
+    clip_x0: Flag = True
+    last_train_step: Int(1, MAX_N) | None = None
+    num_workers: Int(0, 256) = 0
 
 
-@dataclass(frozen=True)
+@schema
 class FabricConfig:
-    """Lightning Fabric's device arguments, straight from a recipe's flags."""
+    """Lightning Fabric's device arguments; Fabric itself judges the values (recipes construct
+    one before the run folder is touched)."""
 
-    accelerator: str = "auto"
-    devices: int | str = 1
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
+    accelerator: Text = "auto"
+    devices: Int(-1, 4096) | Text = 1
+    strategy: Text = "auto"
+    num_nodes: Int(1, 4096) = 1
+    precision: Text = "32-true"
 
-    def __post_init__(self):
-        if isinstance(self.devices, int) or (isinstance(self.devices, str) and self.devices.isdigit()):
-            if int(self.devices) != -1:  # Lightning's -1: every device
-                _check_int("FabricConfig", "devices", int(self.devices), 1)
-        _check_int("FabricConfig", "num_nodes", self.num_nodes, 1)
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v):
+        if v == 0:
+            raise ValueError("devices must be ≥ 1, -1 (every device) or a list like '0,1'")
+        return v
 
 
-@dataclass(frozen=True)
+@schema
 class DataConfig:
     """Args: spec (embedded name or path), size, channels, value_range ((−1, 1) or (0, 1))."""
 
-    spec: str = "digits"
-    size: int = 16
-    channels: int = 1
-    value_range: tuple[float, float] = (-1.0, 1.0)
+    spec: Text = "digits"
+    size: Int(1, MAX_SIZE) = 16
+    channels: Int(1, MAX_CHANNELS) = 1
+    value_range: tuple[Num(-1e6, 1e6), Num(-1e6, 1e6)] = (-1.0, 1.0)
 
-    def __post_init__(self):
-        object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
-        if not isinstance(self.spec, str) or not self.spec:
-            raise ConfigError(f"DataConfig.spec (--data) must be an embedded name or a path, got {self.spec!r}")
-        _check_int("DataConfig", "size", self.size, 1)
-        _check_int("DataConfig", "channels", self.channels, 1, flag="channels")
-        lo, hi = self.value_range
-        if not (len(self.value_range) == 2 and math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ConfigError(f"DataConfig.value_range must be (lo, hi) with finite lo < hi, got {self.value_range}")
+    @field_validator("value_range")
+    @classmethod
+    def _ordered(cls, v):
+        if not v[0] < v[1]:
+            raise ValueError(f"must be (lo, hi) with lo < hi, got {v}")
+        return tuple(float(x) for x in v)
 
 
-@dataclass(frozen=True)
+Component = dict[str, Any]
+
+
+def _json_only(v, where: str) -> None:
+    """Plain JSON values only: what a config file can hold, and all a checkpoint may carry."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where}: keys must be strings, got {k!r}")
+            _json_only(x, f"{where}.{k}")
+    elif isinstance(v, (list, tuple)):
+        for k, x in enumerate(v):
+            _json_only(x, f"{where}[{k}]")
+    elif isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{where}: must be finite, got {v}")
+    elif not (v is None or isinstance(v, (str, int, float, bool))):
+        raise ValueError(f"{where}: must be a JSON value, got {type(v).__name__}")
+
+
+def _check_component(kind: str, v: Component, named: bool = True) -> Component:
+    if not isinstance(v, dict):
+        raise ValueError(f"must be a JSON object {{'name': ..., **arguments}}, got {type(v).__name__}")
+    _json_only(v, kind)
+    if "unrecorded" in v:  # a ready component trained from Python that has no import path
+        return v
+    if named or "name" in v:
+        name = v.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"needs 'name': a registered name or an import path 'package.module:Name', got {name!r}")
+    n = v.get("N")
+    if kind == "schedule" and n is not None and not (isinstance(n, int) and not isinstance(n, bool)
+                                                     and 1 <= n <= MAX_N):
+        raise ValueError(f"N must be an integer in 1..{MAX_N}, got {n!r}")
+    shape = v.get("shape")
+    if kind == "basis" and isinstance(shape, list) and not all(
+            isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIZE for s in shape):
+        raise ValueError(f"shape must be integers in 1..{MAX_SIZE}, got {shape!r}")
+    return v
+
+
+@schema
 class RunConfig:
     """Everything needed to rebuild a run: basis, schedule, model, parameterization and prior
-    configs (each ``{"name": ..., **args}``) plus the dataclasses above."""
+    configs (each ``{"name": ..., **args}``; a UNet model may be its fields alone) plus the
+    dataclasses above. Checking one imports and builds nothing."""
 
-    name: str
-    basis: dict[str, Any]
-    schedule: dict[str, Any]
-    model: dict[str, Any]
+    name: Annotated[str, Strict(), Field(max_length=MAX_NAME)]
+    basis: Component
+    schedule: Component
+    model: Component
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fabric: FabricConfig = field(default_factory=FabricConfig)
-    out_dir: str = "runs"
-    parameterization: dict[str, Any] = field(default_factory=lambda: {"name": "eps", "weighting": "eps"})
-    prior: dict[str, Any] = field(default_factory=lambda: {"name": "gaussian"})
+    out_dir: Text = "runs"
+    parameterization: Component = field(default_factory=lambda: {"name": "eps", "weighting": "eps"})
+    prior: Component = field(default_factory=lambda: {"name": "gaussian"})
 
-    def __post_init__(self):
-        """The name is one folder name; the sample grid's step budget fits the schedule's N."""
-        from gendiff.samplers import SAMPLERS
-        from gendiff.schedules import build_schedule
-
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
         from .rundir import check_run_name
+        return check_run_name(v)
 
-        check_run_name(self.name)
-        for k in ("basis", "schedule", "model", "parameterization", "prior"):
-            if not isinstance(getattr(self, k), dict):
-                raise ConfigError(f"RunConfig.{k} must be a config dict, got {getattr(self, k)!r}")
-        t = self.train
-        recorded = "unrecorded" not in self.schedule  # a ready component that has no config
-        if t.sample_steps is not None and SAMPLERS.resolve(t.sampler).steps is not None and recorded:
-            N = build_schedule(self.schedule).N
-            if t.sample_steps > N:
-                raise ConfigError(f"TrainConfig.sample_steps (--sample-steps) must be in 1..N={N} (the schedule's "
-                                 f"steps) for sampler {t.sampler!r}, got {t.sample_steps}")
+    @field_validator("basis", "schedule", "parameterization", "prior", "model")
+    @classmethod
+    def _components(cls, v, info):
+        return _check_component(info.field_name, v, named=info.field_name != "model")
+
+    @model_validator(mode="after")
+    def _steps_fit(self):
+        t, n = self.train, self.schedule.get("N")
+        if isinstance(n, int) and t.last_train_step is not None and t.last_train_step > n:
+            raise ValueError(f"train.last_train_step must be in 1..N={n}, got {t.last_train_step}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,7 +225,62 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        nested = {"data": DataConfig, "train": TrainConfig, "fabric": FabricConfig}
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: nested[k](**v) if k in nested else v for k, v in d.items() if k in known})
+    def from_dict(cls, d: Any) -> "RunConfig":
+        """The run in ``d`` (a parsed config.json or a checkpoint's config), checked field by field.
+
+        Raises:
+            ConfigError: every field that is wrong, by its dotted name, with the nearest valid
+                name for an unknown key.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run config must be a JSON object, got {type(d).__name__}")
+        return validate(cls, d)
+
+
+_ADAPTERS: dict[type, TypeAdapter] = {}
+
+
+def validate(cls: type, data: dict) -> Any:
+    """``cls`` from ``data`` with every error gathered into one :class:`ConfigError`."""
+    adapter = _ADAPTERS.setdefault(cls, TypeAdapter(cls))
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as e:
+        raise ConfigError(explain(cls, e)) from None
+    except ConfigError as e:  # raised by a nested dataclass's own __init__
+        raise ConfigError(f"invalid {cls.__name__}: {e}") from None
+
+
+def explain(cls: type, err: ValidationError) -> str:
+    """One line per error: the dotted field, what is wrong, the value; unknown keys with the
+    nearest valid one."""
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = [str(p) for p in e["loc"]]
+        if e["loc"] and isinstance(e["loc"][0], int):  # a positional argument: name its field
+            loc[0] = fields(cls)[e["loc"][0]].name
+        where = ".".join(loc) or cls.__name__
+        if e["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+            valid = _field_names(cls, loc[:-1])
+            near = difflib.get_close_matches(loc[-1], valid, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            lines.append(f"{where}: unknown key{hint} (valid: {', '.join(valid)})")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {msg} (got {_short(e.get('input'))})")
+    return f"invalid {cls.__name__}: " + "; ".join(lines)
+
+
+def _field_names(cls: type, path: list[str]) -> list[str]:
+    for p in path:
+        nested = {f.name: f.type for f in fields(cls)}.get(p)
+        cls = _NESTED.get(p, cls) if nested is not None else cls
+    return [f.name for f in fields(cls)]
+
+
+_NESTED = {"train": TrainConfig, "data": DataConfig, "fabric": FabricConfig}
+
+
+def _short(v: Any, limit: int = 80) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "…"

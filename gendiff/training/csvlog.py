@@ -3,35 +3,63 @@
 from __future__ import annotations
 
 import csv
+import io
+import warnings
 from pathlib import Path
+
+from gendiff.files import open_append, write_text_atomic
 
 
 class CSVLog:
-    """``step,<metric>,…`` rows appended to ``path``.
+    """``step,<metric>,…`` rows appended to ``path`` (never through a symlink).
 
     Args:
         path: the CSV file.
         start_step: the step training (re)starts from: rows after it — logged after the
-            checkpoint a resumed run restarts from — are dropped; 0 starts a new file.
+            checkpoint a resumed run restarts from — are dropped; 0 starts a new file. A row
+            that does not parse (a last line cut short by a kill or a full disk) is dropped
+            with a warning instead of stopping the resume.
     """
 
     def __init__(self, path: str | Path, start_step: int = 0):
         self.path = Path(path)
-        rows = []
-        if start_step > 0 and self.path.is_file():
-            with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
-        self.path.unlink(missing_ok=True)
+        rows, fields = (self._read(start_step) if start_step > 0 and self.path.is_file() else ([], None))
         if rows:
-            with open(self.path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
+            out = io.StringIO()
+            w = csv.DictWriter(out, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+            write_text_atomic(self.path, out.getvalue())
+        elif self.path.is_file() or self.path.is_symlink():
+            self.path.unlink()
+
+    def _read(self, start_step: int) -> tuple[list[dict], list[str] | None]:
+        with open(self.path, newline="", errors="replace") as f:
+            reader = csv.DictReader(f)
+            rows, bad = [], 0
+            for r in reader:
+                try:
+                    step = int(r["step"])
+                    [float(v) for k, v in r.items() if k != "step" and v != ""]
+                    ok = None not in r and None not in r.values()
+                except (KeyError, ValueError, TypeError):
+                    ok = False
+                if not ok:
+                    bad += 1
+                elif step <= start_step:
+                    rows.append(r)
+            fields = reader.fieldnames
+        if bad:
+            warnings.warn(f"{self.path}: dropped {bad} row(s) that do not parse (a line cut short when the run "
+                          "stopped?); the rows before them are kept", stacklevel=3)
+        return rows, list(fields) if fields else None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         new = not self.path.is_file()
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", *metrics])
-            if new:
-                w.writeheader()
-            w.writerow({"step": step, **metrics})
+        out = io.StringIO()
+        w = csv.DictWriter(out, fieldnames=["step", *metrics])
+        if new:
+            w.writeheader()
+        w.writerow({"step": step, **metrics})
+        with open_append(self.path) as f:
+            f.write(out.getvalue().encode())

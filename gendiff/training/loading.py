@@ -11,7 +11,6 @@ arguments it stores, and the file's hash proves integrity, not who wrote it.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,9 @@ from gendiff.samplers import SAMPLERS
 from gendiff.schedules import build_schedule
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .ema import ema_model
+from .trust import code_names, require_trust
 
 __all__ = ["build_network", "network_config", "build_diffusion", "load_run", "load_prior", "sample_clip",
            "sampling_steps", "check_device"]
@@ -79,9 +79,17 @@ def network_config(model: nn.Module) -> dict[str, Any]:
 
 
 def build_diffusion(config: RunConfig) -> Diffusion:
-    return Diffusion(build_basis(config.basis), build_schedule(config.schedule),
-                     parameterization=build_parameterization(config.parameterization),
-                     last_train_step=config.train.last_train_step)
+    """The run's diffusion; its sampler and sample-grid budget are checked against it here, the
+    first place the schedule's N is known (the config itself builds nothing)."""
+    diffusion = Diffusion(build_basis(config.basis), build_schedule(config.schedule),
+                          parameterization=build_parameterization(config.parameterization),
+                          last_train_step=config.train.last_train_step)
+    t = config.train
+    try:
+        sampling_steps(t.sampler, t.sample_steps, diffusion.last_train_step)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"train.sampler / train.sample_steps (--sample-steps): {e}") from None
+    return diffusion
 
 
 def load_prior(config: RunConfig):
@@ -126,26 +134,9 @@ def steps_taken(steps: int | None, N: int) -> int:
     return N if steps is None else steps
 
 
-IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
 def imported_code(config: RunConfig) -> list[str]:
-    """Every import path ``package.module:Name`` the run's component configs name (sorted)."""
-    found: set[str] = set()
-
-    def walk(v) -> None:
-        if isinstance(v, str) and IMPORT_PATH.match(v):
-            found.add(v)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                walk(x)
-    for part in (config.basis, config.schedule, config.parameterization, config.prior, config.model,
-                 config.train.sampler):
-        walk(part)
-    return sorted(found)
+    """Every import path ``package.module:Name`` the run names (:func:`gendiff.training.trust.code_names`)."""
+    return code_names(config.to_dict())
 
 
 def load_run(ckpt: str | Path, device="cpu", *, trust_code: bool = False):
@@ -166,15 +157,18 @@ def load_run(ckpt: str | Path, device="cpu", *, trust_code: bool = False):
     """
     check_device(device)
     state = load_checkpoint(ckpt)
+    raw = state.get("config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"checkpoint {ckpt} does not describe a gendiff run: its config is "
+                              f"{type(raw).__name__}, not a JSON object")
+    require_trust(raw, f"checkpoint {ckpt}", trust_code)  # on the data: before any import or call
     try:
-        config = RunConfig.from_dict(state["config"])
+        config = RunConfig.from_dict(raw)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint {ckpt} does not describe a valid gendiff run: {e}") from None
+    check_step(ckpt, state.get("step"), config)
+    try:
         _check_recorded(ckpt, config)
-        code = imported_code(config)
-        if code and not trust_code:
-            raise CheckpointError(
-                f"checkpoint {ckpt} names code to import: {code}. Rebuilding it imports these modules and "
-                "calls what they define with arguments stored in the file; nothing was imported. If you "
-                "trust this file, pass trust_code=True (recipes: --trust-code)")
         model = build_network(config.model)
         ema = ema_model(model, config.train.ema_decay)
         ema.load_state_dict(state["ema"])
@@ -188,6 +182,15 @@ def load_run(ckpt: str | Path, device="cpu", *, trust_code: bool = False):
         raise CheckpointError(f"checkpoint {ckpt} does not describe a gendiff run: {type(e).__name__}: "
                               f"{str(e)[:300]}") from e
     return config, diffusion, ema.module.to(device).eval()
+
+
+def check_step(ckpt, step, config: RunConfig) -> int:
+    """The checkpoint's step: an integer in 0..train.steps, else CheckpointError."""
+    ok = isinstance(step, int) and not isinstance(step, bool) and 0 <= step <= config.train.steps
+    if not ok:
+        raise CheckpointError(f"checkpoint {ckpt} records step {step!r}, which is not in 0..{config.train.steps} "
+                              "(train.steps): the file is damaged or was edited")
+    return step
 
 
 def _check_recorded(ckpt, config: RunConfig) -> None:

@@ -14,8 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
+import time
 from pathlib import Path
 from typing import ClassVar
+
+from gendiff.files import NOFOLLOW
 
 from .config import ConfigError
 
@@ -26,6 +30,7 @@ except ImportError:  # Windows
 
 RUN_FILES = ("last.ckpt", "config.json", "metrics.csv")  # what makes a folder a run
 LOCK_NAME = ".lock"
+BACKUP_PREFIX = "replaced-"  # where --overwrite moves the previous run
 
 
 class RunDirError(RuntimeError):
@@ -47,8 +52,10 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool = False)
 
     Args:
         resume: continue from ``run_dir/last.ckpt`` (which must exist).
-        overwrite: start over in an existing run folder; its checkpoint and metrics are removed
-            (call this while holding the :class:`RunLock`).
+        overwrite: start over in an existing run folder: everything the old run left there is
+            moved, not deleted, into ``run_dir/replaced-<time>/`` (named on stderr), so nothing is
+            lost whatever happens next (call this while holding the :class:`RunLock`, after every
+            other check of the new run has passed).
 
     Raises:
         RunDirError: an existing run without ``resume``/``overwrite`` (the message says how to
@@ -70,10 +77,46 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool = False)
         raise RunDirError(f"run folder {run_dir} already holds a run ({', '.join(existing)}); refusing to "
                           "overwrite it. Continue it with --resume (Trainer.resume()), start it over with "
                           "--overwrite (Trainer(..., overwrite=True)), or pick another --name or --out")
-    if overwrite:
-        for f in RUN_FILES:
-            (run_dir / f).unlink(missing_ok=True)
+    if overwrite and existing:
+        backup = set_aside(run_dir)
+        print(f"--overwrite: the previous run in {run_dir} was moved to {backup}", file=sys.stderr)
     return None
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move everything in ``run_dir`` but its lock and earlier backups into a new
+    ``replaced-<time>`` folder there; returns that folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = run_dir / f"{BACKUP_PREFIX}{stamp}"
+    k = 1
+    while os.path.lexists(backup):
+        backup, k = run_dir / f"{BACKUP_PREFIX}{stamp}-{k}", k + 1
+    backup.mkdir()
+    for entry in sorted(run_dir.iterdir()):
+        if entry.name != LOCK_NAME and not entry.name.startswith(BACKUP_PREFIX):
+            os.replace(entry, backup / entry.name)  # a rename: a symlink moves as a link
+    return backup
+
+
+def check_run_place(run_dir: str | Path) -> Path:
+    """``run_dir`` if a run can be written there: every existing part of the path a folder (not
+    a file, not a symlink to elsewhere at the run itself), the nearest existing one writable.
+
+    Raises:
+        RunDirError: saying which part is wrong, before anything is created.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.is_symlink():
+        raise RunDirError(f"run folder {run_dir} is a symbolic link; give the real folder (--out) instead")
+    for part in (run_dir, *run_dir.parents):
+        if os.path.lexists(part):
+            if not part.is_dir():
+                raise RunDirError(f"cannot make run folder {run_dir}: {part} exists and is not a folder "
+                                  "(check --out and --name)")
+            if not os.access(part, os.W_OK | os.X_OK):
+                raise RunDirError(f"cannot make run folder {run_dir}: {part} is not writable (choose another --out)")
+            return run_dir
+    return run_dir
 
 
 def _alive(pid: int) -> bool:
@@ -108,8 +151,18 @@ class RunLock:
         return (Path(run_dir) / LOCK_NAME).resolve() in cls._held_here
 
     def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # under /proc, a read-only mount, a name the file system refuses
+            raise RunDirError(f"cannot make run folder {self.path.parent}: {e.strerror or e} (check --out and "
+                              "--name)") from None
+        try:  # O_NOFOLLOW: a symlink planted at .lock must not make us truncate its target
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR | NOFOLLOW, 0o644)
+        except OSError as e:
+            if not self.path.is_symlink():
+                raise
+            raise RunDirError(f"{self.path} is a symbolic link; refusing to write through it. Remove it "
+                              "(a run's lock is a plain file)") from e
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -176,7 +229,7 @@ def hold_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool =
     """
     if RunLock.held_by_this_process(run_dir):
         return None
-    run_dir = Path(run_dir)
+    run_dir = check_run_place(run_dir)
     made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
     lock = RunLock(run_dir).acquire()
     try:

@@ -15,12 +15,13 @@ from torch import nn
 from gendiff.data import build_dataset
 from gendiff.diffusion import Diffusion
 from gendiff.figures import forward_strip, save_grid
+from gendiff.files import write_text_atomic
 from gendiff.priors import build_prior
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic, verified
 from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_decay, ema_model
-from .loading import build_diffusion, build_network, network_config, sample_clip, sampling_steps
+from .loading import build_diffusion, build_network, check_step, network_config, sample_clip, sampling_steps
 from .logs import RunLog, fabric_loggers
 from .rundir import RunDirError, RunLock, hold_run_dir
 
@@ -142,7 +143,9 @@ class Trainer:
         if not self._is_setup:
             self.setup()
         state = load_checkpoint(path)  # weights_only, hash checked; CheckpointError names the file
-        check_same_run(path, state.get("config", {}), self.config.to_dict())
+        saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+        check_same_run(path, saved, self.config.to_dict())
+        check_extends(path, state.get("step"), self.config)
         try:
             self.raw_model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
@@ -209,7 +212,7 @@ class Trainer:
     def _open_run(self) -> RunLog:
         """config.json, the forward figure, and the logs of rank 0."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(self.config.to_json())
+        write_text_atomic(self.run_dir / "config.json", self.config.to_json())
         if self.figures:
             x0 = torch.stack([self.dataset[k] for k in range(min(6, len(self.dataset)))])
             forward_strip(self.diffusion, x0, self.run_dir / "forward.png",
@@ -282,17 +285,34 @@ def check_same_run(path: Path, saved: dict, ours: dict) -> None:
     """Refuse to continue a checkpoint of a different process under the same name."""
     keys = ["basis", "schedule", "parameterization", "prior", "model"]
     diff = [k for k in keys if k in saved and saved[k] != ours[k]]
-    diff += [f"data.{k}" for k in ("spec", "size", "channels") if saved.get("data", {}).get(k) != ours["data"][k]]
+    diff += [f"data.{k}" for k in ("spec", "size", "channels", "value_range")
+             if _plain(saved.get("data", {}).get(k)) != _plain(ours["data"][k])]
+    diff += [f"train.{k}" for k in ("last_train_step", "seed")
+             if saved.get("train", {}).get(k) != ours["train"][k]]
     if diff:
         first = diff[0].split(".")
-        was = saved.get(first[0]) if len(first) == 1 else saved.get("data", {}).get(first[1])
-        now = ours[first[0]] if len(first) == 1 else ours["data"][first[1]]
+        was = saved.get(first[0]) if len(first) == 1 else saved.get(first[0], {}).get(first[1])
+        now = ours[first[0]] if len(first) == 1 else ours[first[0]][first[1]]
         # The run's own config.json restores its components, not data that has since moved.
         as_it_was = ("" if any(k.startswith("data.") for k in diff) else
                      f"continue it as it was with --config {path.parent / 'config.json'} --resume, ")
         raise CheckpointError(f"{path} was trained with a different {', '.join(diff)} "
                               f"(saved {_short(was)}, this run {_short(now)}); {as_it_was}"
                               "use another --name or --out, or start over with --overwrite")
+
+
+def check_extends(path: Path, step, ours: RunConfig) -> None:
+    """A resumed run goes on from the checkpoint's step: ``--steps`` may extend it (or end an
+    interrupted run earlier), never ask for fewer steps than were already made."""
+    ok = isinstance(step, int) and not isinstance(step, bool) and step >= 0
+    if ok and step > ours.train.steps:
+        raise CheckpointError(f"{path} is at step {step}; --steps {ours.train.steps} would undo steps already made "
+                              f"(a resumed run continues from its checkpoint). Drop --steps, or pass --steps ≥ {step}")
+    check_step(path, step, ours)
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _last_good(run_dir: Path) -> str:
