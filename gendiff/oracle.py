@@ -9,6 +9,8 @@ KL(sampled ‖ data) without Monte Carlo error.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -94,6 +96,41 @@ def gaussian_kl(v: Tensor, lam: Tensor) -> float:
     """Mean over coordinates of KL(N(0, v) ‖ N(0, λ)), in nats per dimension."""
     q = v / lam
     return float((0.5 * (q - 1 - torch.log(q))).mean())
+
+
+def gaussian_entropy_bpd(lam: Tensor) -> float:
+    """The exact NLL of data N(0, U diag(λ) Uᵀ): its differential entropy, bits/dim."""
+    return float((0.5 * torch.log(2 * math.pi * math.e * lam.to(torch.float64))).mean() / math.log(2))
+
+
+def expected_bound_bpd(diffusion, lam: Tensor, mean: str = "posterior", variance: str = "transition") -> float:
+    """E[the variational bound of ``gendiff.likelihood.nll``] in bits/dim, in closed form, for data
+    N(0, U diag(λ) Uᵀ), the exact ε and the continuous decoder (docs/math.md, "Likelihood").
+
+    The exact ε̂̄ = k x̄_i makes the reverse mean c x̄_i, so every term is a Gaussian expectation
+    of a quadratic in (x̄_0, ε̄). ``mean``: ``"posterior"`` or ``"reverse"`` (Eq. 19–20), as in
+    ``nll``; ``variance``: ``"transition"`` (σ_i²), ``"posterior"`` (σ̃_i²) or ``"exact"``, the
+    true Var(x̄_{i−1} | x̄_i) of this data (the decoder's too), with which the posterior mean
+    makes the bound equal to the exact NLL: it splits a gap into the mean's part and the
+    variance's.
+    """
+    lam, rho, sch = lam.to(torch.float64), diffusion.basis.rates.to(torch.float64), diffusion.schedule
+    i = torch.arange(1, diffusion.N + 1)
+    la_p, la, s2_p, s2 = sch.log_a(i - 1, rho), sch.log_a(i, rho), sch.s2(i - 1, rho), sch.s2(i, rho)
+    r, a = torch.exp(la - la_p), la.exp()
+    var = s2 - r ** 2 * s2_p
+    k = s2.sqrt() / (a ** 2 * lam + s2)                      # ε̂̄ = k x̄_i
+    c = {"reverse": 2 - r - var / s2.sqrt() * k,            # μ_θ = c x̄_i
+         "posterior": torch.exp(la_p - la) * (1 - var / s2.sqrt() * k)}[mean]
+    A, B = la_p.exp() * var / s2, r * s2_p / s2              # μ̃ = A x̄_0 + B x̄_i
+    err = (A + (B - c) * a) ** 2 * lam + (B - c) ** 2 * s2   # E(μ̃ − μ_θ)²
+    v_q = var * s2_p / s2
+    v_p = {"transition": var, "posterior": v_q, "exact": v_q + A ** 2 * lam * s2 / (a ** 2 * lam + s2)}[variance]
+    kl = 0.5 * (torch.log(v_p / v_q) + (v_q + err) / v_p - 1)[1:].sum(0)
+    v_1 = v_p[0] if variance == "exact" else var[0]  # the decoder's: σ_1² in nll (σ̃_1 = 0)
+    dec = 0.5 * torch.log(2 * math.pi * v_1) + ((1 - c[0] * a[0]) ** 2 * lam + c[0] ** 2 * s2[0]) / (2 * v_1)
+    prior = 0.5 * a[-1] ** 2 * lam / s2[-1]
+    return float((kl + dec + prior).mean() / math.log(2))
 
 
 class _Counted:
