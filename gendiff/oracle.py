@@ -3,9 +3,11 @@
 For data x̄_0 ~ N(0, diag(λ)) in the diffusion's basis every coordinate stays Gaussian, the
 exact ε-predictor is linear, ε̂̄ = s x̄ / (a²λ + s²), and so every sampler step is linear with
 Gaussian noise. The recursions below follow each sampler's update as written in its paper
-(scalar per coordinate, float64) and give the exact output variance — written independently of
-``gendiff.samplers`` so tests can check the samplers against them, and the benchmark can report
-KL(sampled ‖ data) without Monte Carlo error.
+(scalar per coordinate, float64), with the library's x̂̄_0 floor, and give the exact output
+variance — written independently of ``gendiff.samplers`` so tests can check the samplers
+against them, and the benchmark can report KL(sampled ‖ data) without Monte Carlo error.
+:func:`linear_output_variance` gets the same answer for any deterministic sampler from one run
+through ``Diffusion.sample``; :func:`expected_bound_bpd` is the likelihood bound in closed form.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from gendiff.coefficients import SNR_FLOOR
 
 
 def oracle_model(diffusion, lam: Tensor):
@@ -31,14 +35,16 @@ def _ms(diffusion, i: int):
     return la, la.exp(), diffusion.marginal(i)[1][0]
 
 
-def _x0_gain(a, s, lam):
-    """E[x̄_0 | x̄_t] = aλ/(a²λ + s²) x̄_t (the oracle's x̂̄_0, no division by a)."""
-    return a * lam / (a ** 2 * lam + s ** 2)
+def _x0_gain(la, a, s, lam, snr_floor: float):
+    """E[x̄_0 | x̄_t] = aλ/(a²λ + s²) x̄_t (the oracle's x̂̄_0, no division by a), and 0 where
+    a/s < ``snr_floor``, as the samplers that read x̂̄_0 from ε̂̄ set it (``Coefficients.inv_a``)."""
+    keep = la - torch.log(s) >= math.log(snr_floor) if snr_floor > 0 else torch.ones_like(la, dtype=torch.bool)
+    return torch.where(keep, a * lam / (a ** 2 * lam + s ** 2), torch.zeros_like(lam))
 
 
 def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
                     eta: float = 0.0, delta_scale: float = 1.25, quiet_steps: int = 2,
-                    v_T: Tensor | None = None) -> Tensor:
+                    v_T: Tensor | None = None, snr_floor: float = SNR_FLOOR) -> Tensor:
     """Per-coordinate variance of the samples (coefficient space).
 
     Args:
@@ -46,6 +52,10 @@ def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
         sampler, timesteps: which sampler, on which grid (``eta``, ``delta_scale``,
             ``quiet_steps`` as in it).
         v_T: the variance of the start x̄_{t0}; default s_{t0}², the Gaussian prior.
+        snr_floor: x̂̄_0 = 0 where a_t/s_t is below it, as the library's samplers do with an
+            ε-predictor (``SNR_FLOOR``, docs/math.md "Other samplers"), so the recursion is the
+            sampler as implemented; 0 gives the samplers as written in their papers (and IHDM's
+            residual mean, which is never floored).
     """
     lam = lam.to(torch.float64)
     _, a_T, s_T = _ms(diffusion, timesteps[0])
@@ -55,7 +65,7 @@ def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
     for n, (t, u) in enumerate(zip(timesteps[:-1], timesteps[1:])):
         (la_t, a_t, s_t), (la_u, a_u, s_u) = _ms(diffusion, t), _ms(diffusion, u)
         k = s_t / (a_t ** 2 * lam + s_t ** 2)           # ε̂ = k x_t
-        x0 = _x0_gain(a_t, s_t, lam)                    # x̂_0 = x0 · x_t
+        x0 = _x0_gain(la_t, a_t, s_t, lam, snr_floor)   # x̂_0 = x0 · x_t
         r = torch.exp(la_t - la_u)
         var = (s_t ** 2 - r ** 2 * s_u ** 2).clamp_min(0)
         c2 = torch.zeros_like(lam)
@@ -70,8 +80,8 @@ def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
             c2 = post if sampler == "ancestral" else eta ** 2 * post
             if sampler == "ancestral":                   # μ̃ = a_u σ²/s_t² x̂_0 + r s_u²/s_t² x_t
                 m = a_u * var / s_t ** 2 * x0 + r * s_u ** 2 / s_t ** 2
-            else:                                        # DDIM: a_u x̂_0 + √(s_u² − c²) ε̂ + c z
-                m = a_u * x0 + (s_u ** 2 - c2).clamp_min(0).sqrt() * k
+            else:  # DDIM: a_u x̂_0 + √(s_u² − c²) ε' + c z, ε' = (x_t − a_t x̂_0)/s_t (= ε̂ unless floored)
+                m = a_u * x0 + (s_u ** 2 - c2).clamp_min(0).sqrt() * (1 - a_t * x0) / s_t
         elif sampler == "dpm++2m":
             if u == 0:
                 g = x0 * g
@@ -144,6 +154,31 @@ class _Counted:
         return self.model(x, i)
 
 
+def constant_prior(scale: Tensor | float = 1.0):
+    """A prior without randomness, x̄_{t0} = s_{t0} ⊙ ``scale`` (broadcast to the sample shape),
+    in the signature ``Diffusion.sample(prior=)`` takes."""
+    def prior(d, shape, t0, generator, dtype, device):
+        s = d.marginal(torch.tensor([t0], device=device))[1].to(dtype)
+        return s * torch.as_tensor(scale, dtype=dtype, device=device).expand(shape)
+    return prior
+
+
+def oracle_run(diffusion, lam: Tensor, sampler="dpm++2m", *, shape=None, scale: Tensor | float = 1.0,
+               seed: int = 0, **sample_kwargs) -> tuple[Tensor, int]:
+    """One run of ``sampler`` with the exact oracle from x̄_T = s_T ⊙ ``scale``, in float64.
+
+    Returns the output x̄_0 (coefficient space, the sample shape; default ``(1, *lam.shape)``)
+    and the network evaluations the sampler made. ``seed`` seeds its generator;
+    ``sample_kwargs`` (``steps``, ``timesteps``, sampler options) go to ``Diffusion.sample``.
+    """
+    lam = lam.to(torch.float64)
+    shape = tuple(shape) if shape is not None else (1, *lam.shape)
+    model = _Counted(oracle_model(diffusion, lam))
+    x = diffusion.sample(model, shape, sampler=sampler, prior=constant_prior(scale), dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(seed), progress=False, **sample_kwargs)
+    return diffusion.to_basis(x), model.calls
+
+
 def linear_output_variance(diffusion, lam: Tensor, sampler="dpm++2m", *, shape=None,
                            check_deterministic: bool = True, **sample_kwargs) -> tuple[Tensor, int]:
     """Exact per-coordinate output variance of any deterministic sampler, from one run.
@@ -164,23 +199,10 @@ def linear_output_variance(diffusion, lam: Tensor, sampler="dpm++2m", *, shape=N
     Returns:
         (variance in coefficient space, network evaluations the sampler made).
     """
-    lam = lam.to(torch.float64)
-    shape = tuple(shape) if shape is not None else (1, *lam.shape)
-
-    def run(seed: int) -> tuple[Tensor, int]:
-        model = _Counted(oracle_model(diffusion, lam))
-
-        def unit_prior(d, shape_, t0, generator, dtype, device):
-            s = d.marginal(torch.tensor([t0], device=device))[1].to(dtype)
-            return s * torch.ones(shape_, dtype=dtype, device=device)
-        x = diffusion.sample(model, shape, sampler=sampler, prior=unit_prior, dtype=torch.float64,
-                             generator=torch.Generator().manual_seed(seed), progress=False, **sample_kwargs)
-        return diffusion.to_basis(x)[0] ** 2, model.calls
-
-    v, calls = run(0)
+    x, calls = oracle_run(diffusion, lam, sampler, shape=shape, **sample_kwargs)
     if check_deterministic:
-        v2, _ = run(1)
-        if not torch.allclose(v, v2, rtol=1e-12, atol=0.0):
+        x2, _ = oracle_run(diffusion, lam, sampler, shape=shape, seed=1, **sample_kwargs)
+        if not torch.allclose(x ** 2, x2 ** 2, rtol=1e-12, atol=0.0):
             raise ValueError(f"sampler {sampler!r} is not deterministic (its output depends on the generator): "
                              "the linear-oracle variance holds only for deterministic samplers")
-    return v, calls
+    return x[0] ** 2, calls
