@@ -64,7 +64,8 @@ class NLL:
 
     def __str__(self) -> str:
         how = "exact sum" if self.exact else f"{self.steps} sampled steps"
-        return (f"{self.bpd:.4f} ± {self.stderr:.4f} bits/dim ({how}, n={self.n}, {self.mean} mean; prior {self.prior:.4f}, "
+        return (f"{self.bpd:.4f} ± {self.stderr:.4f} bits/dim ({how}, n={self.n}, {self.mean} mean; "
+                f"prior {self.prior:.4f}, "
                 f"diffusion {self.diffusion:.4f}, decoder {self.decoder:.4f})")
 
 

@@ -80,7 +80,7 @@ def output_variance(diffusion, lam: Tensor, sampler: str, timesteps: list[int],
             c2 = post if sampler == "ancestral" else eta ** 2 * post
             if sampler == "ancestral":                   # μ̃ = a_u σ²/s_t² x̂_0 + r s_u²/s_t² x_t
                 m = a_u * var / s_t ** 2 * x0 + r * s_u ** 2 / s_t ** 2
-            else:  # DDIM: a_u x̂_0 + √(s_u² − c²) ε' + c z, ε' = (x_t − a_t x̂_0)/s_t (= ε̂ unless floored)
+            else:  # DDIM: a_u x̂_0 + √(s_u² − c²) ε' + c z, ε' = (x_t − a_t x̂_0)/s_t (ε̂ unless floored)
                 m = a_u * x0 + (s_u ** 2 - c2).clamp_min(0).sqrt() * (1 - a_t * x0) / s_t
         elif sampler == "dpm++2m":
             if u == 0:

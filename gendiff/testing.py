@@ -403,7 +403,8 @@ def measure_sampler(sampler, diffusion=None, *, nfe: int = 100, steps: int | Non
         why = _exact_or_why(diffusion, name, lam, steps, seed, opts)
         if why is None:
             v, nfe = linear_output_variance(diffusion, lam, name, check_deterministic=False, steps=steps, **opts)
-            _require(bool(torch.isfinite(v).all()), f"sampler {name!r}", "returns non-finite values from x̄_T = s_T·1")
+            _require(bool(torch.isfinite(v).all()), f"sampler {name!r}",
+                     "returns non-finite values from x̄_T = s_T·1")
             kl, ratio, floor = gaussian_kl(v, lam), float((v / lam).mean()), 0.0
         else:
             nfe = _run(diffusion, name, lam, steps, opts)[1]

@@ -132,7 +132,8 @@ def test_every_parameterization_gives_the_same_bound_as_eps(param, oracle):
     x0, _ = draw(d_eps, lam, 32)
     for steps in (None, 4):
         kw = {"steps": steps, "progress": False, "decoder": "discrete"}
-        want = bounds(d_eps, oracle_model(d_eps, lam), x0.clamp(-1, 1), generator=torch.Generator().manual_seed(2), **kw)
+        want = bounds(d_eps, oracle_model(d_eps, lam), x0.clamp(-1, 1), generator=torch.Generator().manual_seed(2),
+                      **kw)
         got = bounds(d_other, oracle(d_other, lam), x0.clamp(-1, 1), generator=torch.Generator().manual_seed(2), **kw)
         for mean in want:
             torch.testing.assert_close(got[mean].per_image, want[mean].per_image, rtol=1e-7, atol=1e-7)
