@@ -6,10 +6,13 @@ Per coordinate of x̄ = Uᵀx the forward process is a scalar Gaussian chain, so
     −log p(x_0) ≤ KL(q(x̄_N|x̄_0) ‖ N(0, s_N²))
                   + Σ_{i=2..N} E KL(q(x̄_{i−1}|x̄_i, x̄_0) ‖ p_θ(x̄_{i−1}|x̄_i)) − E log p(x_0|x_1)
 
-is a closed-form Gaussian KL summed over coordinates. The reverse model is Eq. 19–20 with the
-index fixed (docs/math.md): mean (2 − r_i) x̄_i − (σ_i²/s_i) ε̂̄, variance σ_i² (or the posterior
-variance as an option). Only the public pieces are used: ``basis.forward/inverse/rates``,
-``schedule.log_a/s2`` and ``model(x_i, i) -> ε̂``; all scalar math is float64.
+is a closed-form Gaussian KL summed over coordinates. The reverse model's mean is, by default,
+the posterior mean of q(x̄_{i−1} | x̄_i, x̂̄_0) with the network's prediction, formed in the
+parameterization's own form (``Prediction.posterior_mean``; DDPM's model); ``mean="reverse"``
+is Eq. 19–20 with the index fixed, (2 − r_i) x̄_i − (σ_i²/s_i) ε̂̄. The variance is σ_i² (or the
+posterior variance as an option). Only the public pieces are used: ``basis.forward/inverse/rates``,
+``schedule.log_a/s2``, the parameterization's ``predict`` and ``model(x_i, i)``; all scalar math
+is float64.
 """
 from __future__ import annotations
 
@@ -23,12 +26,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from gendiff.checks import call_model, check_data
+from gendiff.parameterization import Prediction
 from gendiff.randomness import check_generator
 
 # The Gaussian prior N(0, s_N²) assumes q(x̄_N | x̄_0) has forgotten the data; a larger
 # a_N/s_N (e.g. heat dissipation, whose mean colour is never noised away) is refused.
 MAX_PRIOR_SNR = 0.1
 LN2 = math.log(2.0)
+# The reverse model's mean: the posterior mean with the prediction (default), or Eq. 19–20's.
+MEANS = ("posterior", "reverse")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class NLL:
         n: images; steps: network evaluations per image (N − 1 when exact).
         exact: all N − 1 KL terms summed (True) or an importance-sampled estimate (False).
         per_image: the bound per image, bits/dim, float64 (n,).
+        mean: the reverse model's mean, ``"posterior"`` or ``"reverse"`` (Eq. 19–20).
     """
 
     bpd: float
@@ -53,10 +60,12 @@ class NLL:
     steps: int
     exact: bool
     per_image: Tensor
+    mean: str = "posterior"
 
     def __str__(self) -> str:
         how = "exact sum" if self.exact else f"{self.steps} sampled steps"
-        return (f"{self.bpd:.4f} ± {self.stderr:.4f} bits/dim ({how}, n={self.n}; prior {self.prior:.4f}, "
+        return (f"{self.bpd:.4f} ± {self.stderr:.4f} bits/dim ({how}, n={self.n}, {self.mean} mean; "
+                f"prior {self.prior:.4f}, "
                 f"diffusion {self.diffusion:.4f}, decoder {self.decoder:.4f})")
 
 
@@ -68,34 +77,74 @@ def _coefs(schedule, rates: Tensor, i: Tensor):
     return la_p, s2_p, la, s2, r, s2 - r ** 2 * s2_p
 
 
-def _eps_hat(diffusion, model, x_bar: Tensor, i: Tensor, dtype) -> Tensor:
-    """The network's ε̂̄ at x̄_i (the network sees pixels in the data's dtype)."""
-    x = diffusion.basis.inverse(x_bar.to(dtype))
-    return diffusion.basis.forward(call_model(model, x, i)).to(torch.float64)
+def _prediction(diffusion, out: Tensor, x_bar: Tensor, step: int, coef) -> Prediction:
+    """The parameterization's reading of the network output at one step, or a clear refusal."""
+    p = diffusion.parameterization
+    pred = p.predict(out, x_bar, step, coef)
+    if not isinstance(pred, Prediction):
+        raise TypeError(f"nll forms the reverse model's mean from the parameterization's Prediction (ε̂, x̂_0 or "
+                        f"a mean); {type(p).__name__}.predict returned {type(pred).__name__}, so the network's "
+                        "output cannot be read (it is never taken as ε)")
+    return pred
 
 
-def _reverse_mean(diffusion, model, x0_bar, i, noise_bar, dtype):
-    """(x̄_i, μ_θ, coefficients): x̄_i ~ q(x̄_i | x̄_0) and the Eq. 19–20 mean (2 − r)x̄_i − σ²/s ε̂̄."""
+def _mean(pred: Prediction, kind: str, x_bar: Tensor, step: int, c) -> Tensor:
+    """The reverse model's mean at x̄_i: the posterior mean, or Eq. 19–20's (2 − r)x̄_i − σ²/s ε̂̄."""
+    if kind == "posterior":
+        try:
+            return pred.posterior_mean(step - 1)
+        except NotImplementedError as e:
+            raise ValueError(f"nll: a {pred.form!r} prediction cannot give the posterior mean ({e}); "
+                             "pass mean='reverse' if it gives ε̂") from e
+    *_, s2, r, var = c
+    return (2 - r) * x_bar - var / s2.sqrt() * pred.eps
+
+
+def model_means(diffusion, model, x_bar: Tensor, i: Tensor, c, means, dtype) -> dict[str, Tensor]:
+    """The reverse model's mean at x̄_i for each kind in ``means``, from one network call.
+
+    The network sees pixels in the data's dtype; its output is read through the diffusion's
+    parameterization (``Prediction``) per distinct step, in float64. ``c``: :func:`_coefs` at i.
+    """
+    out = diffusion.basis.forward(call_model(model, diffusion.basis.inverse(x_bar.to(dtype)), i)).to(torch.float64)
+    coef = diffusion.coefficients(x_bar.device)
+    steps = i.unique().tolist()
+    if len(steps) == 1:  # the exact sum: one step for the whole batch, no gather
+        pred = _prediction(diffusion, out, x_bar, steps[0], coef)
+        return {m: _mean(pred, m, x_bar, steps[0], c) for m in means}
+    mus = {m: torch.empty_like(x_bar) for m in means}
+    for step in steps:
+        k = i == step
+        pred = _prediction(diffusion, out[k], x_bar[k], step, coef)
+        for m in means:
+            mus[m][k] = _mean(pred, m, x_bar[k], step, [v[k] for v in c])
+    return mus
+
+
+def _forward_draw(diffusion, x0_bar: Tensor, i: Tensor, noise_bar: Tensor):
+    """(x̄_i ~ q(x̄_i | x̄_0), the coefficients of :func:`_coefs` at i)."""
     rates = diffusion.basis.rates.to(device=x0_bar.device, dtype=torch.float64)
     c = _coefs(diffusion.schedule, rates, i)
-    la_p, s2_p, la, s2, r, var = c
-    x_bar = la.exp() * x0_bar + s2.sqrt() * noise_bar
-    mu = (2 - r) * x_bar - var / s2.sqrt() * _eps_hat(diffusion, model, x_bar, i, dtype)
-    return x_bar, mu, c
+    return c[2].exp() * x0_bar + c[3].sqrt() * noise_bar, c
 
 
 def step_kl(diffusion, model, x0_bar: Tensor, i: Tensor, noise_bar: Tensor, variance: str,
-            dtype) -> Tensor:
-    """KL(q(x̄_{i−1}|x̄_i, x̄_0) ‖ p_θ(x̄_{i−1}|x̄_i)) summed over coordinates, nats (B,), i ≥ 2.
+            dtype, means=MEANS) -> dict[str, Tensor]:
+    """KL(q(x̄_{i−1}|x̄_i, x̄_0) ‖ p_θ(x̄_{i−1}|x̄_i)) summed over coordinates, nats (B,), i ≥ 2,
+    for each reverse mean in ``means`` (one network call).
 
     q's mean is (a_{i−1}σ²/s_i²) x̄_0 + (r s_{i−1}²/s_i²) x̄_i, its variance σ̃² = σ² s_{i−1}²/s_i².
     """
-    x_bar, mu, (la_p, s2_p, la, s2, r, var) = _reverse_mean(diffusion, model, x0_bar, i, noise_bar, dtype)
+    x_bar, c = _forward_draw(diffusion, x0_bar, i, noise_bar)
+    la_p, s2_p, la, s2, r, var = c
     mu_q = (la_p.exp() * var / s2) * x0_bar + (r * s2_p / s2) * x_bar
     v_q = var * s2_p / s2
     v_p = var if variance == "transition" else v_q
-    kl = 0.5 * (torch.log(v_p / v_q) + (v_q + (mu_q - mu) ** 2) / v_p - 1)
-    return kl.flatten(1).sum(1)
+    out = {}
+    for m, mu in model_means(diffusion, model, x_bar, i, c, means, dtype).items():
+        kl = 0.5 * (torch.log(v_p / v_q) + (v_q + (mu_q - mu) ** 2) / v_p - 1)
+        out[m] = kl.flatten(1).sum(1)
+    return out
 
 
 def _log_bin_prob(lo: Tensor, hi: Tensor) -> Tensor:
@@ -107,8 +156,8 @@ def _log_bin_prob(lo: Tensor, hi: Tensor) -> Tensor:
 
 
 def decoder_nll(diffusion, model, x0: Tensor, x0_bar: Tensor, noise_bar: Tensor, kind: str,
-                value_range, bits: int) -> Tensor:
-    """−log p(x_0 | x_1) in nats (B,), p Gaussian with the Eq. 19–20 mean and variance σ_1².
+                value_range, bits: int, means=MEANS) -> dict[str, Tensor]:
+    """−log p(x_0 | x_1) in nats (B,) per reverse mean, p Gaussian with that mean and variance σ_1².
 
     ``"discrete"``: a discretised Gaussian per pixel on the 2^bits-level grid (Ho et al. 2020),
     with the pixel-space mean Uμ̄ and per-pixel variance the channel's mean σ_1² over coordinates
@@ -116,7 +165,13 @@ def decoder_nll(diffusion, model, x0: Tensor, x0_bar: Tensor, noise_bar: Tensor,
     ``"continuous"``: the Gaussian density N(x̄_0; μ̄, diag(σ_1²)), for continuous data.
     """
     i = torch.ones(x0.shape[0], dtype=torch.long, device=x0.device)
-    _, mu, (*_, var) = _reverse_mean(diffusion, model, x0_bar, i, noise_bar, x0.dtype)
+    x_bar, c = _forward_draw(diffusion, x0_bar, i, noise_bar)
+    var = c[-1]
+    return {m: _decoder_term(diffusion, x0, x0_bar, mu, var, kind, value_range, bits)
+            for m, mu in model_means(diffusion, model, x_bar, i, c, means, x0.dtype).items()}
+
+
+def _decoder_term(diffusion, x0, x0_bar, mu, var, kind, value_range, bits) -> Tensor:
     if kind == "continuous":
         out = 0.5 * (torch.log(2 * math.pi * var) + (x0_bar - mu) ** 2 / var)
         return out.flatten(1).sum(1)
@@ -186,10 +241,11 @@ def _quantize(x0: Tensor, value_range, bits: int) -> Tensor:
     return (lo + torch.round((x0 - lo) / delta) * delta).clamp(lo, hi)
 
 
-def _diffusion_terms(diffusion, model, x0_bar, steps, probs, variance, dtype, generator, bar) -> Tensor:
-    """Σ_{i=2..N} KL_i per image (nats), exactly (steps None) or as (1/K)Σ_k KL_{i_k}/p(i_k)."""
+def _diffusion_terms(diffusion, model, x0_bar, steps, probs, variance, dtype, generator, bar,
+                     means) -> dict[str, Tensor]:
+    """Σ_{i=2..N} KL_i per image (nats) per mean, exactly (steps None) or as (1/K)Σ_k KL_{i_k}/p(i_k)."""
     B, dev = x0_bar.shape[0], x0_bar.device
-    total = torch.zeros(B, dtype=torch.float64, device=dev)
+    total = {m: torch.zeros(B, dtype=torch.float64, device=dev) for m in means}
     probs = None if probs is None else probs.to(dev)
     for k in range(2, diffusion.N + 1) if steps is None else range(steps):
         pixel_noise = torch.randn(x0_bar.shape, generator=generator, dtype=torch.float64, device=dev)
@@ -198,66 +254,125 @@ def _diffusion_terms(diffusion, model, x0_bar, steps, probs, variance, dtype, ge
         else:
             j = torch.multinomial(probs, B, replacement=True, generator=generator)
             i, w = j + 2, 1.0 / (steps * probs[j])
-        total += w * step_kl(diffusion, model, x0_bar, i, diffusion.basis.forward(pixel_noise), variance, dtype)
+        kls = step_kl(diffusion, model, x0_bar, i, diffusion.basis.forward(pixel_noise), variance, dtype, means)
+        for m in means:
+            total[m] += w * kls[m]
         bar.update(1)
-    return total.cpu()
+    return {m: t.cpu() for m, t in total.items()}
+
+
+def _positive_int(name: str, value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int ({what}), got {value!r}")
+    return value
+
+
+def _check_args(diffusion, x0, steps, means, variance, decoder, value_range, bits, batch_size, generator):
+    """Every argument of :func:`bounds` checked before any work, each error naming what it got."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be None, 'all' or a positive int, got {steps!r}")
+    if isinstance(means, str) or not means or len(set(means)) != len(means) or not set(means) <= set(MEANS):
+        raise ValueError(f"mean must be one of {MEANS} (means: a tuple of distinct ones), got {means!r}")
+    for name, val, ok in (("variance", variance, ("transition", "posterior")),
+                          ("decoder", decoder, ("discrete", "continuous"))):
+        if val not in ok:
+            raise ValueError(f"{name} must be one of {ok}, got {val!r}")
+    _positive_int("bits", bits, "the data's bit depth, 8 for 8-bit images")
+    _positive_int("batch_size", batch_size, "images per network call")
+    lo, hi = (float(v) for v in value_range)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"value_range must be a finite (lo, hi) with lo < hi, got {tuple(value_range)}")
+    check_data(x0, diffusion.basis)
+    if x0.shape[0] == 0:
+        raise ValueError(f"nll needs at least one image, got x0 of shape {tuple(x0.shape)}")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError(f"x0 holds {int((~torch.isfinite(x0)).sum())} NaN/Inf value(s) of {x0.numel()}: "
+                         "the likelihood of non-finite data is undefined")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"nll takes one torch.Generator (its steps and noise are drawn per batch), got "
+                        f"{type(generator).__name__}")
+    check_generator(generator, x0.device)
+    check_gaussian_prior(diffusion)
 
 
 @torch.no_grad()
-def nll(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, steps: None | str | int = None,
-        proposal: str | Tensor = "snr", variance: str = "transition", decoder: str = "discrete",
-        value_range: tuple[float, float] = (-1.0, 1.0), bits: int = 8, batch_size: int = 256,
-        generator: torch.Generator | None = None, progress: bool = True) -> NLL:
+def nll(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, mean: str = "posterior",
+        **kwargs) -> NLL:
     """The variational bound on −log p(x_0) in bits/dim (docs/math.md, "Likelihood (bits/dim)").
 
     Args:
         diffusion: a ``Diffusion`` with a Gaussian-prior (VP-type) schedule; others are refused.
-        model: ``model(x_i, i) -> ε̂`` in pixel space (eval mode is the caller's business).
-        x0: held-out data (B, C, H, W) in ``value_range``; for the discrete decoder it is rounded
-            to the 2^bits-level grid first (the bound is that of the rounded data).
+            Its parameterization reads the network's output (ε̂, a residual mean, …).
+        model: ``model(x_i, i)`` in pixel space (eval mode is the caller's business).
+        x0: held-out data (B, C, H, W) in ``value_range``.
+        mean: the reverse model's mean: ``"posterior"`` (default), the posterior mean of
+            q(x̄_{i−1} | x̄_i, x̂̄_0) with the network's prediction, formed without dividing by
+            a_i; or ``"reverse"``, Eq. 19–20's (2 − r_i) x̄_i − (σ_i²/s_i) ε̂̄, which is wrong even
+            with the exact ε where one step blurs a coordinate strongly (docs/math.md).
+        kwargs: ``steps``, ``proposal``, ``variance``, ``decoder``, ``value_range``, ``bits``,
+            ``batch_size``, ``generator``, ``progress``, as in :func:`bounds`.
+    """
+    return bounds(diffusion, model, x0, means=(mean,), **kwargs)[mean]
+
+
+@torch.no_grad()
+def bounds(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, means=MEANS,
+           steps: None | str | int = None, proposal: str | Tensor = "snr", variance: str = "transition",
+           decoder: str = "discrete", value_range: tuple[float, float] = (-1.0, 1.0), bits: int = 8,
+           batch_size: int = 256, generator: torch.Generator | None = None,
+           progress: bool = True) -> dict[str, NLL]:
+    """The bound for each reverse mean in ``means``, from the same network calls, images, noise
+    and steps: their per-image difference is exact, not an estimate of two estimates.
+
+    Args:
+        diffusion, model, x0: as in :func:`nll`; for the discrete decoder x0 is rounded to the
+            2^bits-level grid first (the bound is that of the rounded data).
+        means: a tuple of distinct kinds of :data:`MEANS` (see :func:`nll`'s ``mean``).
         steps: ``None`` or ``"all"``: the exact sum over i = 2..N (N − 1 network calls per image);
             an int K: an unbiased estimate from K steps per image drawn from ``proposal``.
         proposal: ``"snr"``, ``"uniform"`` or weights over i = 2..N (see :func:`step_proposal`);
             uniform draws can give heavy-tailed, low-biased estimates with few steps (docs/math.md).
         variance: ``"transition"`` (σ_i², Eq. 19–20) or ``"posterior"`` (σ_i² s_{i−1}²/s_i²).
         decoder: ``"discrete"`` (8-bit data) or ``"continuous"`` (a density, for real-valued data).
-        batch_size: images per network call.
+        value_range: the data's (lo, hi), for the discrete decoder's grid.
+        bits: the data's bit depth (a positive int).
+        batch_size: images per network call (a positive int).
         generator: for the forward noise and the step draws (CPU or x0's device).
+        progress: show a progress bar.
+    Returns:
+        ``{mean: NLL}``.
     """
     if steps == "all":
         steps = None
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be None, 'all' or a positive int, got {steps!r}")
-    for name, val, ok in (("variance", variance, ("transition", "posterior")),
-                          ("decoder", decoder, ("discrete", "continuous"))):
-        if val not in ok:
-            raise ValueError(f"{name} must be one of {ok}, got {val!r}")
-    check_data(x0, diffusion.basis)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"nll takes one torch.Generator (its steps and noise are drawn per batch), got "
-                        f"{type(generator).__name__}")
-    check_generator(generator, x0.device)
-    check_gaussian_prior(diffusion)
+    means = tuple(means) if not isinstance(means, str) else means
+    _check_args(diffusion, x0, steps, means, variance, decoder, value_range, bits, batch_size, generator)
     if diffusion.last_train_step < diffusion.N:
         warnings.warn(f"the bound sums over steps 2..N={diffusion.N}, but the model was trained on "
                       f"1..{diffusion.last_train_step}: the terms above it score steps the model never saw",
-                      stacklevel=2)
+                      stacklevel=3)
     if decoder == "discrete":
         x0 = _quantize(x0, value_range, bits)
     probs = step_proposal(diffusion, proposal) if steps is not None and diffusion.N > 1 else None
     n_steps = (diffusion.N - 1 if steps is None else steps) if diffusion.N > 1 else 0
-    terms = []
+    terms = {m: [] for m in means}
     with tqdm(total=n_steps * math.ceil(len(x0) / batch_size), desc="nll", disable=not progress) as bar:
         for x in x0.split(batch_size):
             x0_bar = diffusion.basis.forward(x.to(torch.float64))
             pixel_noise = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
             noise1 = diffusion.basis.forward(pixel_noise)
-            kl = (_diffusion_terms(diffusion, model, x0_bar, steps, probs, variance, x.dtype, generator, bar)
-                  if n_steps else torch.zeros(len(x), dtype=torch.float64))
-            dec = decoder_nll(diffusion, model, x, x0_bar, noise1, decoder, value_range, bits).cpu()
-            terms.append(torch.stack([prior_kl(diffusion, x0_bar).cpu(), kl, dec], 1))
-    t = torch.cat(terms) / (x0[0].numel() * LN2)
+            zero = torch.zeros(len(x), dtype=torch.float64)
+            kl = (_diffusion_terms(diffusion, model, x0_bar, steps, probs, variance, x.dtype, generator, bar, means)
+                  if n_steps else {m: zero for m in means})
+            dec = decoder_nll(diffusion, model, x, x0_bar, noise1, decoder, value_range, bits, means)
+            prior = prior_kl(diffusion, x0_bar).cpu()
+            for m in means:
+                terms[m].append(torch.stack([prior, kl[m], dec[m].cpu()], 1))
+    return {m: _summary(torch.cat(t) / (x0[0].numel() * LN2), n_steps, steps is None, m) for m, t in terms.items()}
+
+
+def _summary(t: Tensor, n_steps: int, exact: bool, mean: str) -> NLL:
+    """The NLL of per-image terms (n, 3) in bits/dim: prior, diffusion, decoder."""
     per_image = t.sum(1)
     se = float(per_image.std() / math.sqrt(len(per_image))) if len(per_image) > 1 else math.nan
     return NLL(float(per_image.mean()), se, *(float(v) for v in t.mean(0)), len(per_image), n_steps,
-               steps is None, per_image)
+               exact, per_image, mean)

@@ -50,6 +50,18 @@ def _a(coef: Coefficients, u: int):
     return (coef.a(u),)
 
 
+def _posterior_from_eps(coef: Coefficients, t: int, u: int):
+    # 1/r = a_u/a_t as a difference of logs: one step's r never underflows, only a_t can
+    inv_r = torch.exp(coef.log_a(u) - coef.log_a(t))
+    return inv_r, -inv_r * coef.transition(t, u)[1] / coef.s(t)
+
+
+def _posterior_from_signal(coef: Coefficients, t: int, u: int):
+    r, var = coef.transition(t, u)
+    s_t2 = coef.s2(t)
+    return r * coef.s2(u) / s_t2, var / s_t2
+
+
 class Prediction:
     """The network's prediction at step i ≥ 1 in coefficient space, with lazy conversions.
 
@@ -113,6 +125,20 @@ class Prediction:
         (m,) = self.coef.cached(_mean_to_signal, self.coef, self.i, u)
         mean = self.value if u == self.i - 1 else m * self.value
         return mean if self.clip is None else self._shifted(mean, _a, u)
+
+    def posterior_mean(self, u: int) -> Tensor:
+        """The mean of q(x̄_u | x̄_i, x̂̄_0) with this prediction (Ho et al. 2020, Eq. 7), u < i.
+
+        (a_u σ²/s_i²) x̂̄_0 + (r s_u²/s_i²) x̄_i, with (r, σ²) the transition i ← u, formed from
+        the native form without dividing by a: from ε̂̄ it is (x̄_i − (σ²/s_i) ε̂̄)/r, from the
+        prediction of a_u x̄_0 (:meth:`signal`) (σ²/s_i²) signal + (r s_u²/s_i²) x̄_i. The
+        reverse model of ``gendiff.likelihood.nll`` (docs/math.md, "Likelihood").
+        """
+        if self.form == "eps":
+            m, m_eps = self.coef.cached(_posterior_from_eps, self.coef, self.i, u)
+            return torch.addcmul(m * self.x, m_eps, self.eps)
+        m, m_signal = self.coef.cached(_posterior_from_signal, self.coef, self.i, u)
+        return torch.addcmul(m * self.x, m_signal, self.signal(u))
 
     def _shifted(self, v: Tensor, fn, *args) -> Tensor:
         self.x0  # forms the clamp's change Δ

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from gendiff.oracle import oracle_model
+from gendiff.oracle import gaussian_kl, linear_output_variance, oracle_model, oracle_run
 from gendiff.parameterization import EpsPrediction
 
 # A basis whose plane has at most this many pixels is checked as a dense matrix (exact);
@@ -261,17 +261,86 @@ def registered_sampler(sampler, grid: str = "uniform", steps: int | None = 50):
 
 
 def default_diffusion(size: int = 8):
-    """The process :func:`check_sampler` uses when given none: quartic blur (f(N) = 0.140625), DCT."""
+    """The process :func:`check_sampler` uses when given none: quartic blur (f(N) = 0.140625),
+    DCT, cosine noise, N = 1000.
+
+    Its σ = s/a (:func:`sigma_range`) runs from 6.4e-3 at step 1 to 2.0e4 at step N for the
+    mean colour, and to 2e189 for the highest frequency, which the blur has erased: a sampler
+    that steps in σ or x/a (EDM's form) must cope with that range, or diverges here.
+    """
     from gendiff import DCTBasis, Diffusion
     from gendiff.schedules import VPBlurSchedule
-    # cosine noise: the built-in samplers' own error at 100 steps is then small (KL ≤ 6e-3),
+    # cosine noise: the built-in samplers' own error at 100 evaluations is then small (KL ≤ 6e-3),
     # so the comparison in check_sampler is tight.
     return Diffusion(DCTBasis((size, size)), VPBlurSchedule("quartic", f_N=0.140625, noise="cosine"))
+
+
+def sigma_range(diffusion, start: int | None = None) -> dict[str, tuple[float, float]]:
+    """σ = s/a over the coordinates, (smallest, largest), at step 1 and at the grid's first step
+    (default ``last_train_step``): the range a sampler written in σ must cover."""
+    coef, start = diffusion.coefficients(), diffusion.last_train_step if start is None else start
+    out = {}
+    for i in (1, start):
+        sigma = torch.exp(-coef.log_snr(i))
+        out[f"step {i}"] = (float(sigma.min()), float(sigma.max()))
+    return out
 
 
 def _default_lam(diffusion) -> Tensor:
     """Natural-image-like data variances: power falls with the rate (frequency)."""
     return 0.05 + 1.0 / (1.0 + 20 * diffusion.basis.rates.to(torch.float64))
+
+
+def _run(diffusion, name: str, lam: Tensor, steps: int, opts, scale=1.0, seed: int = 0) -> tuple[Tensor, int]:
+    """(x̄_0, network evaluations) of one run from x̄_T = s_T ⊙ scale with the exact denoiser."""
+    H, W = diffusion.basis.shape
+    return oracle_run(diffusion, lam, name, shape=(1, 1, H, W), scale=scale, seed=seed, steps=steps, **opts)
+
+
+def steps_for_nfe(diffusion, name: str, nfe: int, lam: Tensor | None = None, **opts) -> tuple[int, int]:
+    """The most grid steps whose network evaluations stay ≤ ``nfe``, and the evaluations they make.
+
+    The evaluations are counted by running the sampler (a Heun step makes two), not assumed;
+    the search assumes they grow with the steps and that a step makes at least one.
+    """
+    lam = _default_lam(diffusion) if lam is None else lam
+    calls = {}
+
+    def count(steps: int) -> int:
+        if steps not in calls:
+            calls[steps] = _run(diffusion, name, lam, steps, opts)[1]
+        return calls[steps]
+
+    lo, hi = 1, min(int(nfe), diffusion.last_train_step)
+    if count(hi) <= nfe:
+        return hi, count(hi)
+    _require(count(lo) <= nfe, f"sampler {name!r}", f"makes {count(lo)} network evaluations with one step, "
+             f"more than the {nfe} allowed")
+    while hi - lo > 1:  # count(lo) ≤ nfe < count(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) <= nfe else (lo, mid)
+    return lo, count(lo)
+
+
+def _exact_or_why(diffusion, name: str, lam: Tensor, steps: int, seed: int, opts) -> str | None:
+    """None when the linear-oracle trick gives this sampler's exact output variance, else why not.
+
+    Raises when the same generator does not reproduce the output: all randomness must come from
+    ``generator``. From x̄_T = s_T·1 a sampler is deterministic when another seed gives the same
+    output, and linear and per-coordinate (what the trick needs) when x̄_T = 2 s_T ⊙ signs gives
+    2 signs ⊙ that output.
+    """
+    x, _ = _run(diffusion, name, lam, steps, opts, seed=seed)
+    err = float((_run(diffusion, name, lam, steps, opts, seed=seed)[0] - x).abs().max())
+    _require(err == 0, f"sampler {name!r}", f"two runs with the same generator differ by {err:.3g}: "
+             "draw every random number with generator=")
+    if not torch.equal(_run(diffusion, name, lam, steps, opts, seed=seed + 1)[0], x):
+        return "stochastic"
+    signs = torch.randint(0, 2, x.shape[1:], generator=torch.Generator().manual_seed(seed)) * 2.0 - 1
+    y, _ = _run(diffusion, name, lam, steps, opts, scale=2 * signs)
+    if not torch.allclose(y, 2 * signs * x, rtol=1e-9, atol=1e-12 * float(x.abs().max())):
+        return "deterministic but not linear per coordinate in x̄_T"
+    return None
 
 
 def _fit(diffusion, name: str, lam: Tensor, n: int, steps: int | None, seed: int, opts) -> tuple[float, float]:
@@ -300,43 +369,28 @@ def sampler_kl(diffusion, name: str, lam: Tensor, n: int = 1024, steps: int | No
     return _fit(diffusion, name, lam, n, steps, seed, opts)[0]
 
 
-def _check_reproducible(diffusion, name: str, steps: int | None, seed: int, opts) -> None:
-    """The same generator gives the same samples: all randomness must come from ``generator``."""
-    lam = _default_lam(diffusion)
-    runs = [diffusion.sample(oracle_model(diffusion, lam), (4, 1, *diffusion.basis.shape), sampler=name,
-                             steps=steps, generator=torch.Generator().manual_seed(seed), progress=False,
-                             dtype=torch.float64, **opts) for _ in range(2)]
-    err = float((runs[0] - runs[1]).abs().max())
-    _require(err == 0, f"sampler {name!r}", f"two runs with the same generator differ by {err:.3g}: "
-             "draw every random number with generator=")
+def measure_sampler(sampler, diffusion=None, *, nfe: int = 100, steps: int | None = None,
+                    lam: Tensor | None = None, n: int = 1024, seed: int = 0, grid: str = "uniform",
+                    **opts) -> dict:
+    """KL(samples ‖ data) per dimension of a sampler with the exact denoiser on Gaussian data.
 
-
-def check_sampler(sampler, diffusion=None, *, steps: int | None = 100, n: int = 1024,
-                  lam: Tensor | None = None, references: Sequence[str] | dict = REFERENCE_SAMPLERS,
-                  factor: float = 1.5, seed: int = 0, grid: str = "uniform", **opts) -> dict:
-    """Check that a sampler reproduces Gaussian data about as well as the built-in samplers.
-
-    With data N(0, U diag(λ) Uᵀ) and the exact ε-predictor, the KL of ``n`` samples to the data
-    (:func:`sampler_kl`) measures the sampler alone. It must not exceed ``factor`` × the worst
-    of the ``references`` at the same ``steps``, measured the same way, plus 2/n for the
-    Monte-Carlo noise. A sampler that forgets its noise or scales its step wrongly fails by a
-    wide margin (tests/test_testing_kit.py). Also checks that a seeded generator reproduces.
+    Exact for a deterministic sampler (the linear-oracle trick: with the exact, linear denoiser
+    it is a per-coordinate linear map, so one run from x̄_T = s_T·1 gives its output variance,
+    :func:`gendiff.oracle.linear_output_variance`); a Monte-Carlo estimate from ``n`` samples
+    (:func:`sampler_kl`, floor ≈ 1/n) for one that adds noise or is not linear in x̄_T.
 
     Args:
-        sampler: a registered name, a :class:`gendiff.samplers.Sampler`, or a function
-            ``fn(denoise, x, timesteps, coef, *, generator, callback, disable, **opts)``.
-        diffusion: the process (ε-prediction); default :func:`default_diffusion`, DCT at 8×8.
-        steps: network evaluations, for the sampler and the references.
-        n: samples; the KL's Monte-Carlo floor is ≈ 1/n.
+        sampler, grid: as in :func:`check_sampler`.
+        diffusion: the process (ε-prediction); default :func:`default_diffusion`.
+        nfe: network evaluations: the sampler runs the most grid steps that stay within them
+            (:func:`steps_for_nfe`, counted).
+        steps: grid steps declared instead (``nfe`` is then what they make, counted).
         lam: data variances λ, shape (1, H, W); default falls with the rate, 1.05 … 0.05.
-        references: the built-ins to compare with, or their KLs already measured by
-            :func:`sampler_kl` with the same process, λ, n and steps (``{name: kl}``).
-        factor: the slack allowed over the worst reference.
-        seed: for the samples.
-        grid: the step grid of a sampler given as a function.
+        n, seed: samples and seed of the Monte-Carlo path (and the seeds of the checks).
         opts: passed to the sampler.
     Returns:
-        ``{"kl": …, "variance_ratio": …, "limit": …, "references": {name: kl}}``.
+        ``{"kl", "variance_ratio", "nfe", "steps", "method", "floor"}``; ``method`` is
+        ``"exact"`` or ``"monte carlo (…why…)"``, ``floor`` the Monte-Carlo floor 1/n (0 when exact).
     """
     diffusion = diffusion or default_diffusion()
     _require(isinstance(diffusion.parameterization, EpsPrediction), "check_sampler",
@@ -344,17 +398,71 @@ def check_sampler(sampler, diffusion=None, *, steps: int | None = 100, n: int = 
              f"{type(diffusion.parameterization).__name__}")
     lam = _default_lam(diffusion) if lam is None else lam.to(torch.float64)
     with registered_sampler(sampler, grid, steps) as name:
-        _check_reproducible(diffusion, name, steps, seed, opts)
-        kl, ratio = _fit(diffusion, name, lam, n, steps, seed, opts)
+        if steps is None:
+            steps, nfe = steps_for_nfe(diffusion, name, nfe, lam, **opts)
+        why = _exact_or_why(diffusion, name, lam, steps, seed, opts)
+        if why is None:
+            v, nfe = linear_output_variance(diffusion, lam, name, check_deterministic=False, steps=steps, **opts)
+            _require(bool(torch.isfinite(v).all()), f"sampler {name!r}",
+                     "returns non-finite values from x̄_T = s_T·1")
+            kl, ratio, floor = gaussian_kl(v, lam), float((v / lam).mean()), 0.0
+        else:
+            nfe = _run(diffusion, name, lam, steps, opts)[1]
+            (kl, ratio), floor = _fit(diffusion, name, lam, n, steps, seed, opts), 1.0 / n
+    method = "exact" if why is None else f"monte carlo ({why}, n={n}, floor ≈ 1/n = {floor:.2g} nats/dim)"
+    return {"kl": kl, "variance_ratio": ratio, "nfe": nfe, "steps": steps, "method": method, "floor": floor}
+
+
+def check_sampler(sampler, diffusion=None, *, nfe: int = 100, steps: int | None = None, n: int = 1024,
+                  lam: Tensor | None = None, references: Sequence[str] | dict = REFERENCE_SAMPLERS,
+                  factor: float = 1.5, seed: int = 0, grid: str = "uniform", **opts) -> dict:
+    """Check that a sampler reproduces Gaussian data about as well as the built-in samplers, at
+    equal network evaluations.
+
+    With data N(0, U diag(λ) Uᵀ) and the exact ε-predictor only the sampler errs; its
+    KL(samples ‖ data) (:func:`measure_sampler`: exact for a deterministic sampler, Monte Carlo
+    otherwise) must not exceed ``factor`` × the worst of the ``references``, each run with the
+    sampler's network evaluations, plus 2/n when the sampler's own KL is a Monte-Carlo estimate.
+    A sampler that forgets its noise or scales its step wrongly fails by a wide margin
+    (tests/test_testing_kit.py). Also checks that a seeded generator reproduces.
+
+    Args:
+        sampler: a registered name, a :class:`gendiff.samplers.Sampler`, or a function
+            ``fn(denoise, x, timesteps, coef, *, generator, callback, disable, **opts)``.
+        diffusion: the process (ε-prediction); default :func:`default_diffusion`, DCT at 8×8
+            (its σ range is in the report, see :func:`sigma_range`).
+        nfe: network evaluations for the sampler (the most steps within them, counted) and the
+            references.
+        steps: the sampler's grid steps, declared; the references then get the evaluations
+            those steps make.
+        n: samples of a Monte-Carlo estimate; its floor is ≈ 1/n.
+        lam: data variances λ, shape (1, H, W); default falls with the rate, 1.05 … 0.05.
+        references: the built-ins to compare with, or their KLs already measured by
+            :func:`measure_sampler` with the same process, λ and evaluations (``{name: kl}``).
+        factor: the slack allowed over the worst reference.
+        seed: for the samples and the checks.
+        grid: the step grid of a sampler given as a function.
+        opts: passed to the sampler.
+    Returns:
+        :func:`measure_sampler`'s report plus ``"limit"``, ``"references"`` ({name: kl}) and
+        ``"sigma"`` (:func:`sigma_range`).
+    """
+    diffusion = diffusion or default_diffusion()
+    lam = _default_lam(diffusion) if lam is None else lam.to(torch.float64)
+    report = measure_sampler(sampler, diffusion, nfe=nfe, steps=steps, lam=lam, n=n, seed=seed, grid=grid, **opts)
     refs = dict(references) if isinstance(references, dict) else {
-        r: sampler_kl(diffusion, r, lam, n, steps, seed) for r in references}
+        r: measure_sampler(r, diffusion, nfe=report["nfe"], lam=lam, n=n, seed=seed)["kl"] for r in references}
     worst = max(refs, key=refs.get)
-    limit = factor * refs[worst] + 2 / n
-    _require(kl <= limit, f"sampler {name!r}", f"KL(samples ‖ data) = {kl:.3g} nats/dim with {steps} steps "
-             f"and the exact denoiser exceeds {limit:.3g} = {factor:g} × the worst built-in ({worst}: "
-             f"{refs[worst]:.3g}) + 2/n; sample/data variance is {ratio:.3g} on average (1 is right); "
-             "built-ins: " + ", ".join(f"{r} {v:.3g}" for r, v in refs.items()))
-    return {"kl": kl, "variance_ratio": ratio, "limit": limit, "references": refs}
+    limit = factor * refs[worst] + (2 / n if report["floor"] else 0.0)
+    report.update(limit=limit, references=refs, sigma=sigma_range(diffusion))
+    _require(report["kl"] <= limit, f"sampler {getattr(sampler, '__name__', sampler)!r}",
+             f"KL(samples ‖ data) = {report['kl']:.3g} nats/dim ({report['method']}) with {report['nfe']} network "
+             f"evaluations ({report['steps']} steps) and the exact denoiser exceeds {limit:.3g} = {factor:g} × "
+             f"the worst built-in ({worst}: {refs[worst]:.3g}){' + 2/n' if report['floor'] else ''} at the same "
+             f"evaluations; sample/data variance is {report['variance_ratio']:.3g} on average (1 is right); "
+             "built-ins: " + ", ".join(f"{r} {v:.3g}" for r, v in refs.items()) + "; σ = s/a of the process: "
+             + ", ".join(f"{k} {lo:.2g}…{hi:.2g}" for k, (lo, hi) in report["sigma"].items()))
+    return report
 
 
 def check_all(basis=None, schedule=None, sampler=None, **sampler_kwargs) -> dict:

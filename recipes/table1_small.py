@@ -10,8 +10,10 @@ gendiff/data/embedded.py). Rows: no blur; quartic with f(N) scaled so the final 
 keeps the paper's ratio to the image side (2.1 px of 64); quartic at the paper's absolute
 f(N) = 0.140625 (2.1 px whatever the size); log scaled the same way (9.1 px of 64); and the
 fine-to-coarse ablation (quartic, scaled, D → I − D). Every row has the same network, steps and
-seeds. Each is scored with the variational bound in bits/dim on the held-out set (its standard
-error, and the paired difference to the no-blur row on the same images and noise), SWD per
+seeds. Each is scored with the variational bound in bits/dim on the held-out set with both
+reverse means — the posterior mean (the library's default) and Eq. 19–20's, from the same
+network calls — (its standard error, and the paired difference to the no-blur row on the same
+images and noise), SWD per
 pyramid level against the held-out set and against the training set, and the spectrum error.
 The row "data" is training images scored like samples: the floor of the sample metrics.
 Writes <out>/<dataset>/<row>/ (run, samples, trajectory, eval.json) and <out>/<dataset>/results.json,
@@ -83,7 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--eval-n", type=int, help="samples per seed (default: the dataset's)")
     p.add_argument("--report", action="store_true", help="only assemble results.json from the rows' eval.json")
-    p.add_argument("--rescore", action="store_true", help="with --report: add snr-proposal bits/dim to old rows")
+    p.add_argument("--rescore", action="store_true",
+                   help="with --report: rescore the bits/dim of rows scored before both means were (needs last.ckpt)")
     per_set = {f: ", ".join(f"{getattr(s, f)} on {d}" for d, s in DATASETS.items())
                for f in ("train_steps", "batch_size")}
     add_run_args(p, DEMO_TRAIN, name="table1-small, the table's folder under --out",
@@ -123,7 +126,8 @@ def evaluate_row(ckpt: Path, refs: dict, args, s: DataSetup) -> dict:
 
 
 def score_nll(ckpt: Path, refs: dict, s: DataSetup, proposals=("snr", "uniform")) -> dict:
-    """bits/dim with the snr proposal ("nll", the estimate) and uniform steps ("nll_uniform").
+    """bits/dim with the snr proposal ("nll", the estimate) and uniform steps ("nll_uniform"), each
+    ``{"posterior": …, "reverse": …}`` (the two reverse means from the same network calls).
 
     Every row uses the same generator seed, so rows share the forward noise of each image (and,
     with uniform steps, the steps too): paired differences have small standard errors. Uniform
@@ -136,18 +140,25 @@ def score_nll(ckpt: Path, refs: dict, s: DataSetup, proposals=("snr", "uniform")
     for proposal in proposals:
         t0 = time.time()
         b = bits_per_dim(diffusion, model, refs["test"][::s.nll_every], (-1.0, 1.0), s.nll_steps, proposal=proposal)
-        out["nll" if proposal == "snr" else "nll_" + proposal] = {**b, "seconds": time.time() - t0}
+        key = "nll" if proposal == "snr" else "nll_" + proposal
+        out[key], out[key + "_seconds"] = b, time.time() - t0
     return out
 
 
+def by_mean(res: dict) -> dict:
+    """A row's eval.json with every bits/dim entry keyed by mean; a row scored before both means
+    were has the Eq. 19–20 mean alone, under "nll" directly."""
+    return {k: ({"reverse": v} if k.startswith("nll") and isinstance(v, dict) and "bpd" in v else v)
+            for k, v in res.items()}
+
+
 def rescore(args, data: str, refs: dict) -> None:
-    """Add the snr-proposal bits/dim to rows evaluated before it existed ("nll" was uniform)."""
+    """Rescore the bits/dim of rows scored before both means were (both proposals, both means)."""
     for row in ROWS:
         path = Path(args.out, data, row, "eval.json")
-        if path.exists() and "nll_uniform" not in (res := json.loads(path.read_text())):
+        if path.exists() and "posterior" not in by_mean(res := json.loads(path.read_text())).get("nll", {}):
             print(f"rescoring {data} / {row}", flush=True)
-            res["nll_uniform"] = res.pop("nll")
-            res.update(score_nll(path.parent / "last.ckpt", refs, DATASETS[data], proposals=("snr",)))
+            res.update(score_nll(path.parent / "last.ckpt", refs, DATASETS[data]))
             path.write_text(json.dumps(res))
 
 
@@ -162,15 +173,16 @@ def data_reference(refs: dict, args) -> dict:
 
 
 def paired_difference(results: dict, base: str = "no-blur") -> None:
-    """bits/dim minus the base row's, on the same held-out images and noise draws, ± its SE."""
+    """bits/dim minus the base row's, on the same held-out images and noise draws, ± its SE, per
+    proposal and mean."""
     for key in ("nll", "nll_uniform"):
-        if key not in results.get(base, {}):
-            continue
-        b = np.array(results[base][key]["bpd_per_image"])
-        for r in results.values():
-            if key in r:
-                d = np.array(r[key]["bpd_per_image"]) - b
-                r[key]["diff_vs_" + base] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / math.sqrt(len(d)))}
+        for mean, b in results.get(base, {}).get(key, {}).items():
+            b = np.array(b["bpd_per_image"])
+            for r in results.values():
+                if mean in r.get(key, {}):
+                    d = np.array(r[key][mean]["bpd_per_image"]) - b
+                    r[key][mean]["diff_vs_" + base] = {"mean": float(d.mean()),
+                                                       "se": float(d.std(ddof=1) / math.sqrt(len(d)))}
 
 
 def run_dataset(args, data: str) -> dict:
@@ -192,7 +204,7 @@ def run_dataset(args, data: str) -> dict:
                **evaluate_row(run_dir / "last.ckpt", refs, args, s)}
         res["total_seconds"] = time.time() - t0
         (run_dir / "eval.json").write_text(json.dumps(res))
-    results = {row: json.loads(Path(args.out, data, row, "eval.json").read_text())
+    results = {row: by_mean(json.loads(Path(args.out, data, row, "eval.json").read_text()))
                for row in ROWS if Path(args.out, data, row, "eval.json").exists()}
     results["data"] = data_reference(refs, args)
     paired_difference(results)
@@ -215,14 +227,19 @@ def markdown_tables(results: dict) -> str:
         return "—" if d is None else "0" if d["se"] == 0 else pm(d["mean"], d["se"], signed=True)
 
     lines = ["#### Bits/dim", "", "| row | f(N) | bits/dim | Δ vs no blur (paired) | diffusion terms | decoder | "
-             "uniform steps: bits/dim | uniform: Δ vs no blur |", "| --- " * 8 + "|"]
+             "Eq. 19–20 mean: bits/dim | Eq. 19–20: Δ vs no blur | uniform steps: bits/dim | "
+             "uniform: Δ vs no blur |",
+             "| --- " * 10 + "|"]
     for row, r in results.items():
-        if "nll" in r:
-            b, u = r["nll"], r.get("nll_uniform")
-            cells = [LABELS[row], f"{r['schedule']['f_N']:.4g}", pm(b["bpd"], b["bpd_se"]), diff(b),
-                     f"{b['bpd_diffusion']:.3f}", f"{b['bpd_decoder']:.3f}",
-                     pm(u["bpd"], u["bpd_se"]) if u else "—", diff(u) if u else "—"]
-            lines.append("| " + " | ".join(cells) + " |")
+        if "nll" not in r:
+            continue
+        post, rev, uni = r["nll"].get("posterior"), r["nll"].get("reverse"), r.get("nll_uniform", {}).get("posterior")
+        cells = [LABELS[row], f"{r['schedule']['f_N']:.4g}"]
+        cells += [pm(post["bpd"], post["bpd_se"]), diff(post), f"{post['bpd_diffusion']:.3f}",
+                  f"{post['bpd_decoder']:.3f}"] if post else ["—"] * 4
+        for b in (rev, uni):
+            cells += [pm(b["bpd"], b["bpd_se"]), diff(b)] if b else ["—", "—"]
+        lines.append("| " + " | ".join(cells) + " |")
     swd = [k for k in results["data"]["summary"] if k.startswith("swd_")]
     head = [f"SWD {k[4:]} px" if k[4:].isdigit() else "SWD mean" for k in swd]
     lines += ["", "#### Sample metrics", "", "| row | " + " | ".join(head) + " | SWD mean vs training set | "

@@ -291,8 +291,12 @@ def test_evaluate_a_run_trained_on_an_image_folder(recipes, tmp_path, capsys):
                         "--out", str(tmp_path), "--name", "f"])
     result = evaluate.main(["--ckpt", str(run / "last.ckpt"), "--seeds", "0", "--steps", "2", "--ref-n", "4",
                             "--nll-steps", "2", "--threads", "1"])
-    assert f"the run's data {images} has no held-out split" in capsys.readouterr().out
-    assert result["n"] == 4 and len(result["nll"]["bpd_per_image"]) == 4  # 4 of the 6 images, spread
+    out = capsys.readouterr().out
+    assert f"the run's data {images} has no held-out split" in out
+    assert result["n"] == 4 and set(result["nll"]) == {"posterior", "reverse"}
+    assert all(len(b["bpd_per_image"]) == 4 for b in result["nll"].values())  # 4 of the 6 images, spread
+    assert "bits/dim, posterior mean (reference images, 2 steps per image)" in out
+    assert "bits/dim, Eq. 19–20 mean (reference images, 2 steps per image)" in out
     with pytest.raises(SystemExit, match="error: --ref: dataset '/no/such' is neither"):
         evaluate.main(["--ckpt", str(run / "last.ckpt"), "--ref", "/no/such", "--threads", "1"])
     with pytest.raises(SystemExit, match="error: --samples: no folder /no/such"):

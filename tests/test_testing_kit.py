@@ -4,6 +4,8 @@ import torch
 
 from gendiff import DCTBasis, Diffusion, FourierBasis, GaussianBlurBasis, IdentityBasis, WaveletBasis, testing
 from gendiff.bases import OrthoBasis
+from gendiff.oracle import gaussian_kl, output_variance
+from gendiff.samplers import sample_ddim
 from gendiff.schedules import BlurringDiffusionSchedule, HeatDissipationSchedule, Schedule, VPBlurSchedule
 from gendiff.testing import ConformanceError
 
@@ -205,17 +207,96 @@ def variant(**kw):
     return lambda *a, **k: ancestral(*a, **k, **kw)
 
 
+def ddim(denoise, x, timesteps, coef, *, generator=None, callback=None, disable=False):
+    """Deterministic DDIM written from scratch: x̄_u = a_u x̂̄_0 + s_u ε̄', ε̄' = (x̄_t − a_t x̂̄_0)/s_t."""
+    for t, u in zip(timesteps[:-1], timesteps[1:]):
+        x0 = denoise(x, t).x0
+        x = coef.a(u) * x0 + coef.s(u) * (x - coef.a(t) * x0) / coef.s(t)
+    return x
+
+
+def heun(denoise, x, timesteps, coef, *, generator=None, callback=None, disable=False):
+    """Heun's method in λ = log(a/s) per coordinate, exponential-integrator form: Euler predicts
+    x̄_u, and x̂̄_0 taken linear in λ between the two evaluations integrates exactly against
+    e^{λ}. Two evaluations per step, one on the last (to s = 0)."""
+    for t, u in zip(timesteps[:-1], timesteps[1:]):
+        d_t = denoise(x, t).x0
+        if u == 0:
+            return d_t
+        h = coef.log_snr(u) - coef.log_snr(t)
+        phi, ratio, a_u = -torch.expm1(-h), coef.s(u) / coef.s(t), coef.a(u)
+        d_u = denoise(ratio * x + phi * a_u * d_t, u).x0
+        x = ratio * x + a_u * (phi * d_t + (1 - phi / h) * (d_u - d_t))
+    return x
+
+
+def clamped_ddim(denoise, x, timesteps, coef, **kw):
+    return sample_ddim(denoise, x, timesteps, coef, **kw).clamp(-1.5, 1.5)
+
+
 @pytest.fixture(scope="module")
 def refs():
-    """The built-ins' KLs on the default process, measured once for the module."""
+    """The built-ins' KLs on the default process at 100 evaluations, measured once for the module."""
+    return {r: testing.measure_sampler(r, nfe=100)["kl"] for r in testing.REFERENCE_SAMPLERS}
+
+
+DETERMINISTIC = [("ddim", {}), ("dpm++2m", {})]
+
+
+@pytest.mark.parametrize("sampler,opts", DETERMINISTIC + [("reverse", {"quiet_steps": 39})])
+def test_exact_kl_is_the_oracle_recursion_for_the_builtins(sampler, opts):
     d = testing.default_diffusion()
     lam = 0.05 + 1.0 / (1.0 + 20 * d.basis.rates)
-    return {r: testing.sampler_kl(d, r, lam) for r in testing.REFERENCE_SAMPLERS}
+    for nfe in (9, 19, 39):
+        m = testing.measure_sampler(sampler, nfe=nfe, **opts)
+        assert m["method"] == "exact" and m["nfe"] == m["steps"] == nfe and m["floor"] == 0, m
+        want = gaussian_kl(output_variance(d, lam, sampler, d.grid(sampler, nfe), **opts), lam)
+        assert abs(m["kl"] - want) < 1e-10, (sampler, nfe, m["kl"], want)
 
 
-def test_builtin_samplers_are_near_the_monte_carlo_floor(refs):
-    # dpm++2m at 100 steps is exact to far below the floor 1/n; the first-order ones within 10×
-    assert refs["dpm++2m"] < 2 / 1024 and max(refs.values()) < 10 / 1024, refs
+def test_exact_kl_of_samplers_defined_here_at_equal_evaluations():
+    assert testing.measure_sampler(ddim, nfe=19)["kl"] == pytest.approx(testing.measure_sampler("ddim", nfe=19)["kl"],
+                                                                         rel=1e-12, abs=0)
+    kl = {name: [] for name in ("ddim", "heun", "dpm++2m")}
+    for nfe in (9, 19, 39):
+        for name in kl:
+            m = testing.measure_sampler(heun, nfe=nfe, grid="cubic") if name == "heun" else \
+                testing.measure_sampler(name, nfe=nfe)  # each on its default grid: ddim uniform, dpm++2m cubic
+            assert m["method"] == "exact" and m["nfe"] == nfe, m  # heun: 5, 10, 20 steps, counted
+            kl[name].append(m["kl"])
+    falls = {name: [a / b for a, b in zip(v, v[1:])] for name, v in kl.items()}
+    # twice the evaluations: a first-order error halves (KL ∝ error², 4×), a second-order one quarters (16×)
+    assert all(3 < f < 5 for f in falls["ddim"]) and all(f > 10 for f in falls["heun"]), falls
+    assert kl["dpm++2m"][-1] < kl["heun"][-1] < kl["ddim"][-1], kl
+    report = testing.check_sampler(heun, nfe=100, grid="cubic")
+    assert report["steps"] == 50 and report["nfe"] == 99 and report["method"] == "exact"
+
+
+def test_stochastic_and_nonlinear_samplers_take_the_monte_carlo_path_with_its_floor():
+    m = testing.measure_sampler("ancestral", nfe=20, n=256)
+    assert m["method"].startswith("monte carlo (stochastic, n=256, floor ≈ 1/n = 0.0039") and m["floor"] == 1 / 256
+    m = testing.measure_sampler(clamped_ddim, nfe=20, n=256)
+    assert "deterministic but not linear" in m["method"] and m["floor"] == 1 / 256
+
+
+def test_the_default_process_states_its_sigma_range():
+    d = testing.default_diffusion()
+    sig = testing.sigma_range(d)
+    a, s = d.marginal(torch.tensor([d.N]))
+    assert sig["step 1000"][0] == pytest.approx(float((s / a).min()), rel=1e-12)
+    doc = testing.default_diffusion.__doc__
+    short = lambda v: f"{v:.1e}".replace("e-0", "e-").replace("e+0", "e")  # noqa: E731 (6.4e-3, 2.0e4)
+    assert short(sig["step 1"][0]) in doc and short(sig["step 1000"][0]) in doc, (sig, doc)
+    with pytest.raises(ConformanceError, match=r"σ = s/a of the process: step 1 0.0064…0.0064, step 1000 2e\+04…"):
+        testing.check_sampler(variant(scale=0.5), references={"ddim": 1e-3})
+
+
+def test_builtin_references_are_exact_where_deterministic(refs):
+    d = testing.default_diffusion()
+    lam = 0.05 + 1.0 / (1.0 + 20 * d.basis.rates)
+    assert refs["dpm++2m"] == pytest.approx(gaussian_kl(output_variance(d, lam, "dpm++2m", d.grid("dpm++2m", 100)),
+                                                        lam), abs=1e-10)
+    assert refs["dpm++2m"] < 1e-3 < refs["ancestral"]  # far below the Monte-Carlo floor 1/n that hid it
 
 
 @pytest.mark.parametrize("sampler,opts", [("ddim", {"eta": 0.5}), ("ancestral", {}), ("dpm++2m", {})])
@@ -229,8 +310,10 @@ def test_a_correct_custom_sampler_passes(refs):
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"noise": 0.0}, r"KL\(samples ‖ data\) = \d+\.?\d* nats/dim .* variance is [\d.]+e-\d+ on average"),
-    ({"noise": 0.8}, r"KL\(samples ‖ data\) = 0\.\d+ nats/dim .* exceeds 0\.0\d+"),
+    # without noise the ancestral step is deterministic, so measured exactly: the coordinates it
+    # leaves at 0 make the KL infinite
+    ({"noise": 0.0}, r"KL\(samples ‖ data\) = inf nats/dim \(exact\) .* variance is [\d.]+e-\d+ on average"),
+    ({"noise": 0.8}, r"KL\(samples ‖ data\) = 0\.\d+ nats/dim \(monte carlo .* exceeds 0\.0\d+"),
     ({"scale": 0.9}, r"KL\(samples ‖ data\) = 0\.0\d+ nats/dim .* variance is 0\.7\d+ on average"),
     ({"scale": 1.25}, r"KL\(samples ‖ data\) = 0\.0\d+ nats/dim .* variance is 1\.\d+ on average"),
     ({"seeded": False}, r"two runs with the same generator differ"),
@@ -242,10 +325,10 @@ def test_broken_samplers_fail(kw, match, refs):
 
 def test_check_sampler_measures_its_own_references():
     d = Diffusion(DCTBasis((4, 4)), VPBlurSchedule(noise="cosine"))
-    report = testing.check_sampler("ddim", d, n=256, steps=50, references=("ddim", "dpm++2m"))
+    report = testing.check_sampler("ddim", d, n=256, nfe=50, references=("ddim", "dpm++2m"))
     assert set(report["references"]) == {"ddim", "dpm++2m"} and report["kl"] <= report["limit"]
     with pytest.raises(ConformanceError, match="KL"):
-        testing.check_sampler(variant(scale=0.7), d, n=256, steps=50, references=("ddim", "dpm++2m"))
+        testing.check_sampler(variant(scale=0.7), d, n=256, nfe=50, references=("ddim", "dpm++2m"))
 
 
 def test_registration_is_temporary():
