@@ -767,43 +767,43 @@ def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):
 # ---- every flag checked before any work -----------------------------------------------------------
 
 def test_cpu_times_sums_the_named_cpus_of_proc_stat(recipes_importable, tmp_path):
-    import common
+    import threads as policy
     stat = tmp_path / "stat"
     stat.write_text("cpu  90 0 30 300 6 0 0 0 0 0\n"
                     "cpu0 10 0 5 100 2 0 0 0 0 0\ncpu1 30 0 10 100 2 0 0 0 0 0\ncpu2 50 0 15 100 2 0 0 0 0 0\n"
                     "intr 12345 0 0\nctxt 999\n")
-    assert common.cpu_times({0, 2}, str(stat)) == (204, 284)  # idle + iowait; every tick, cpu0 + cpu2
+    assert policy.cpu_times({0, 2}, str(stat)) == (204, 284)  # idle + iowait; every tick, cpu0 + cpu2
     with pytest.raises(ValueError, match="no CPU"):
-        common.cpu_times({7}, str(stat))
+        policy.cpu_times({7}, str(stat))
 
 
 @pytest.mark.parametrize("idle_share,threads", [(1.0, 2), (0.8, 2), (0.75, 1), (0.5, 1), (0.0, 1)])
 def test_default_threads_are_the_cores_other_processes_leave_idle(recipes_importable, monkeypatch, capsys,
                                                                   idle_share, threads):
-    import common
+    import threads as policy
     ticks = iter([(1000, 4000), (1000 + round(200 * idle_share), 4200)])  # 200 ticks on 2 CPUs
     # 0.75 idle is 0.5 busy cores: rounded half up, one thread (Python's round() would say 0)
-    monkeypatch.setattr(common.os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(common, "cpu_times", lambda cpus: next(ticks))
-    monkeypatch.setattr(common.time, "sleep", lambda s: None)
+    monkeypatch.setattr(policy.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(policy, "cpu_times", lambda cpus: next(ticks))
+    monkeypatch.setattr(policy.time, "sleep", lambda s: None)
     chosen = []
-    monkeypatch.setattr(common.torch, "set_num_threads", chosen.append)
-    assert common.set_threads(None) == threads and chosen == [threads]
+    monkeypatch.setattr(policy.torch, "set_num_threads", chosen.append)
+    assert policy.set_threads(None) == threads and chosen == [threads]
     busy = 2 * (1 - idle_share)
     assert f"torch threads: {threads} (2 cores, {busy:.1f} busy now" in capsys.readouterr().out
-    assert common.set_threads(3) == 3  # --threads wins
+    assert policy.set_threads(3) == 3  # --threads wins
 
 
 def test_without_proc_stat_the_load_average_decides(recipes_importable, monkeypatch, capsys):
-    import common
+    import threads as policy
 
     def no_proc(cpus):
         raise OSError("no /proc/stat")
-    monkeypatch.setattr(common.os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(common, "cpu_times", no_proc)
-    monkeypatch.setattr(common.os, "getloadavg", lambda: (1.3, 1.0, 1.0))
-    monkeypatch.setattr(common.torch, "set_num_threads", lambda n: None)
-    assert common.set_threads(None) == 1
+    monkeypatch.setattr(policy.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(policy, "cpu_times", no_proc)
+    monkeypatch.setattr(policy.os, "getloadavg", lambda: (1.3, 1.0, 1.0))
+    monkeypatch.setattr(policy.torch, "set_num_threads", lambda n: None)
+    assert policy.set_threads(None) == 1
     assert "1.3 load average" in capsys.readouterr().out
 
 
