@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -36,15 +37,17 @@ def forward_strip(diffusion, x0: Tensor, path, columns: int = 8, value_range=(-1
 
 
 @torch.no_grad()
-def trajectory(diffusion, model, shape, path, frames: int = 8, value_range=(-1.0, 1.0),
-               generator: torch.Generator | None = None, **sample_kwargs) -> tuple[Path, Tensor]:
+def trajectory(sample: Callable[[Callable], Tensor], path, frames: int = 8,
+               value_range=(-1.0, 1.0)) -> tuple[Path, Tensor]:
     """The predicted x̂_0 along the reverse process (coarse to fine), one row per sample.
 
+    Args:
+        sample: ``sample(callback) -> samples``, running any sampling path with the per-step
+            callback (``{"i", "x", "x0"}``), e.g. ``lambda cb: sample_run(run, 8, callback=cb)``.
     Returns the figure's path and the final samples.
     """
     seen: list[tuple[int, Tensor]] = []
-    out = diffusion.sample(model, shape, generator=generator, progress=False,
-                           callback=lambda d: seen.append((d["i"], d["x0"].cpu())), **sample_kwargs)
+    out = sample(lambda d: seen.append((d["i"], d["x0"].cpu())))
     pick = torch.linspace(0, len(seen) - 1, frames - 1).round().long().unique()
     cols = [seen[k][1] for k in pick.tolist()] + [out.cpu()]
     return save_grid(torch.stack(cols, 1).flatten(0, 1), path, value_range, nrow=len(cols)), out

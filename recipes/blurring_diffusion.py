@@ -27,8 +27,7 @@ def parse_args(argv=None):
                    help="final blur std in pixels")
     p.add_argument("--d-min", type=float_in(0.0, 0.999, open_lo=True), default=0.001,
                    help="smallest frequency scaling d_min, in (0, 1)")
-    p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim", "dpm++2m"])
-    add_run_args(p, DEMO_TRAIN, name="blurring-<data>")
+    add_run_args(p, replace(DEMO_TRAIN, sampler="ancestral"), name="blurring-<data>")
     return p.parse_args(argv)
 
 
@@ -40,7 +39,7 @@ def main(argv=None):
     config = RunConfig(
         args.name or f"blurring-{args.data}", DCTBasis((args.size, args.size)).config(),
         schedule.config(), model_dict(args, channels),
-        DataConfig(args.data, args.size, channels), train_config(args, replace(DEMO_TRAIN, sampler=args.sampler)),
+        DataConfig(args.data, args.size, channels), train_config(args, replace(DEMO_TRAIN, sampler="ancestral")),
         fabric_config(args), args.out)
     return run(config, args)
 

@@ -28,23 +28,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 # would; appended, so it never shadows an installed module.
 sys.path.append(os.getcwd())
 
-from gendiff.bases import BASES, build_basis  # noqa: E402
-from gendiff.checks import check_data  # noqa: E402
-from gendiff.data import build_dataset  # noqa: E402
+from gendiff.bases import BASES  # noqa: E402
 from gendiff.figures import trajectory  # noqa: E402
 from gendiff.models import PRESETS as MODELS, UNetConfig  # noqa: E402
-from gendiff.parameterization import PARAMETERIZATIONS, build_parameterization  # noqa: E402
-from gendiff.priors import PRIORS, build_prior  # noqa: E402
+from gendiff.parameterization import PARAMETERIZATIONS  # noqa: E402
+from gendiff.priors import PRIORS  # noqa: E402
 from gendiff.registry import import_object  # noqa: E402
-from gendiff.schedules import SCHEDULES, build_schedule  # noqa: E402
+from gendiff.schedules import SCHEDULES  # noqa: E402
 from gendiff.schedules.speed import SPEEDS  # noqa: E402
+from gendiff.samplers import SAMPLERS  # noqa: E402
 from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirError, RunLock,  # noqa: E402
-                              TrainConfig, Trainer, check_run_name, hold_run_dir, sample_clip,
-                              sampling_steps)
+                              TrainConfig, Trainer, check_run_name, hold_run_dir)
 from gendiff.data.lsun import LMDBError  # noqa: E402
 from threads import set_threads  # noqa: E402,F401  (the recipes' thread policy)
 from gendiff.training.config import ConfigError  # noqa: E402
-from gendiff.training.loading import build_diffusion, imported_code  # noqa: E402
+from gendiff.training.loading import imported_code  # noqa: E402
+from gendiff.training.run import Run, build_run, sample_run  # noqa: E402
 from gendiff.training.trust import require_trust  # noqa: E402
 from gendiff.training.rundir import check_run_place  # noqa: E402
 from lightning_fabric import Fabric  # noqa: E402
@@ -202,7 +201,7 @@ def add_run_args(p: argparse.ArgumentParser, train: TrainConfig | None = None, n
     """
     train = train or DEMO_TRAIN
     shown = {f: str(getattr(train, f)) for f in ("steps", "batch_size", "lr", "ema_decay", "ckpt_every",
-                                                 "sample_every")} | (shown or {})
+                                                 "sample_every", "sampler")} | (shown or {})
     p.formatter_class = HelpFormatter
     before = set(p._option_string_actions)
     p.add_argument("--name", type=run_name, help=f"run name, the folder under --out (default: {name})")
@@ -217,6 +216,11 @@ def add_run_args(p: argparse.ArgumentParser, train: TrainConfig | None = None, n
                    help=f"0: no sample grids during training (default: {shown['sample_every']})")
     p.add_argument("--sample-steps", type=int_at_least(1),
                    help="network evaluations for the sample grids, <= N (default: the sampler's)")
+    p.add_argument("--sampler", type=component(SAMPLERS, "sampler"), metavar="NAME",
+                   help=f"sampler of the sample grids and figures: one of {SAMPLERS.names()} or package.module:name "
+                        f"(default: {shown['sampler']})")
+    p.add_argument("--sampler-args", type=json_object, metavar="JSON",
+                   help="the sampler's options, e.g. '{\"eta\": 0.5}' (ddim); one it does not take is refused")
     p.add_argument("--num-workers", type=int_at_least(0), default=0)
     p.add_argument("--accelerator", default="auto", help="cpu, gpu, auto")
     p.add_argument("--devices", default="1")
@@ -307,8 +311,10 @@ def train_config(args, base: TrainConfig, only: set[str] | None = None) -> Train
     ``only``, just the flags named there (what --config lets override the file)."""
     over = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema_decay,
             "ckpt_every": args.ckpt_every, "sample_every": args.sample_every, "sample_steps": args.sample_steps,
-            "seed": args.seed, "num_workers": args.num_workers}
-    t = replace(base, **{k: v for k, v in over.items() if v is not None and (only is None or k in only)})
+            "seed": args.seed, "num_workers": args.num_workers, "sampler": getattr(args, "sampler", None),
+            "sampler_options": getattr(args, "sampler_args", None)}
+    dest = {"sampler_options": "sampler_args"}  # field -> flag dest where they differ
+    t = replace(base, **{k: v for k, v in over.items() if v is not None and (only is None or dest.get(k, k) in only)})
     if args.quick:
         t = replace(t, steps=min(t.steps, 20), ckpt_every=10, sample_n=16, log_every=5)
     return t
@@ -453,42 +459,31 @@ def _run_place(path: Path, base: RunConfig) -> tuple[str, str]:
     return base.name, base.out_dir
 
 
-def check_run(config: RunConfig) -> torch.utils.data.Dataset:
-    """Build the run's components once before any work, so a bad flag (a d_min of 0, a basis
-    for other image sizes, a data folder that is not there, a negative prior δ) fails here with
-    the component named, before the run folder is created, instead of deep in training. Returns
-    the training set, which the trainer then uses instead of building it again."""
-    name, d = config.name, config.data
-    parts = {}
-    for kind, build in (("basis", build_basis), ("schedule", build_schedule),
-                        ("parameterization", build_parameterization)):
-        cfg = getattr(config, kind)
-        try:
-            parts[kind] = build(cfg)
-        except ImportError as e:
-            raise ConfigError(f"invalid run {name!r}: {kind} {cfg}: {e}") from e
-        except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
-            raise ConfigError(f"invalid run {name!r}: {kind} {cfg}: {type(e).__name__}: {e}") from e
-    try:
-        diffusion = build_diffusion(config)
-    except ConfigError:
-        raise
-    except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
-        raise ConfigError(f"invalid run {name!r}: schedule {config.schedule} with basis "
-                          f"{config.basis.get('name', config.basis)}: {type(e).__name__}: {e}") from e
+def check_run(config: RunConfig) -> Run:
+    """Build the run once, before any work, so a bad flag (a d_min of 0, a basis for other image
+    sizes, a data folder that is not there, a negative prior δ, a precision Fabric does not know,
+    an --out that is a file) fails here with the component named, before the run folder is
+    created, instead of deep in training. The trainer then uses what was built."""
+    try:  # flags are the user's own; files were asked (--config, --trust-code)
+        built = build_run(config, trust_code=True, check_dataset=True)
+    except ConfigError as e:
+        raise ConfigError(as_flags(str(e))) from e.__cause__
     check_fabric(config.fabric)
     check_run_place(Path(config.out_dir) / config.name)
-    try:
-        check_data(torch.zeros(1, d.channels, d.size, d.size), diffusion.basis)
-    except ValueError as e:
-        raise ConfigError(f"invalid run {name!r}: the data are {d.channels}×{d.size}×{d.size} (--size, --channels) "
-                          f"but basis {config.basis} does not take them: {e}") from e
-    dataset = _checked_data(d)
-    try:  # last: a data prior is built from the training set
-        build_prior(config.prior, lambda: dataset)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"invalid run {name!r}: prior {config.prior}: {type(e).__name__}: {e}") from e
-    return dataset
+    return built
+
+
+# Config fields and the flags that set them: the library's messages name the field, ours the flag.
+FIELD_FLAGS = [("train.sampler / train.sample_steps / train.sampler_options", "--sampler / --sample-steps / "
+                "--sampler-args"), ("train.sampler", "--sampler"), ("train.sample_steps", "--sample-steps"),
+               ("data.spec", "--data"), ("data.channels", "--channels"), ("data.size", "--size")]
+
+
+def as_flags(message: str) -> str:
+    """A library message with each config field named by the flag that sets it."""
+    for field_name, flag in FIELD_FLAGS:
+        message = message.replace(field_name, flag)
+    return message
 
 
 def check_fabric(fc: FabricConfig) -> None:
@@ -501,22 +496,6 @@ def check_fabric(fc: FabricConfig) -> None:
     except (ValueError, TypeError, RuntimeError, MisconfigurationException) as e:
         raise ConfigError(f"--accelerator {fc.accelerator} --devices {fc.devices} --strategy {fc.strategy} "
                           f"--num-nodes {fc.num_nodes} --precision {fc.precision}: {e}") from None
-
-
-def _checked_data(d):
-    """The training set, built once here so a missing, empty or unreadable ``--data`` or images of
-    another shape than ``--channels``/``--size`` are refused before the run folder is made."""
-    try:
-        dataset = build_dataset(d.spec, split="train", size=d.size, value_range=d.value_range, channels=d.channels)
-        first = dataset[0] if len(dataset) else None
-    except (OSError, ValueError, RuntimeError) as e:  # missing/empty folder, bad LMDB, unreadable images
-        raise ConfigError(f"--data {d.spec!r}: {e}") from e
-    if first is None:
-        raise ConfigError(f"--data {d.spec!r} holds no images")
-    if tuple(first.shape) != (d.channels, d.size, d.size):
-        raise ConfigError(f"--data {d.spec!r} gives images of shape {tuple(first.shape)}, but the run expects "
-                          f"{(d.channels, d.size, d.size)} (--channels {d.channels}, --size {d.size})")
-    return dataset
 
 
 def _launching_rank() -> bool:
@@ -549,18 +528,18 @@ def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | No
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu:
         set_threads(getattr(args, "threads", None))
-    dataset = check_run(config)
+    built = check_run(config)
     lock = claim(config, args)
     try:
-        return _train(config, args, full_size_hint, dataset)
+        return _train(built, args, full_size_hint)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(config: RunConfig, args, full_size_hint: str | None, dataset=None) -> Path | None:
+def _train(built: Run, args, full_size_hint: str | None) -> Path | None:
     figures = not getattr(args, "no_figures", False)
-    trainer = Trainer(config, figures=figures, dataset=dataset)
+    trainer = Trainer(built, figures=figures)
     trainer.setup()
     if args.resume and trainer.resume():
         print(f"resumed {trainer.run_dir / 'last.ckpt'} at step {trainer.step}")
@@ -580,15 +559,13 @@ def _train(config: RunConfig, args, full_size_hint: str | None, dataset=None) ->
 
 def _end_figures(trainer: Trainer) -> None:
     config = trainer.config
-    d, t = config.data, config.train
-    print(f"sampling the figures with {t.sampler} …")
-    g = torch.Generator(trainer.fabric.device).manual_seed(t.seed)
-    trajectory(trainer.diffusion, trainer.ema.module.eval(), (8, d.channels, d.size, d.size),
-               trainer.run_dir / "trajectory.png", value_range=d.value_range, generator=g, sampler=t.sampler,
-               steps=sampling_steps(t.sampler, t.sample_steps, trainer.diffusion.last_train_step),
-               device=trainer.fabric.device,
-               prior=trainer.prior, clip_x0=sample_clip(config))
-    trainer.sample_grid(n=t.sample_n)
+    print(f"sampling the figures with {config.train.sampler} …")
+    g = torch.Generator(trainer.fabric.device).manual_seed(config.train.seed)
+    ema = trainer.ema.module.eval()
+    trajectory(lambda callback: sample_run(trainer.run, 8, model=ema, generator=g, device=trainer.fabric.device,
+                                           callback=callback),
+               trainer.run_dir / "trajectory.png", value_range=config.data.value_range)
+    trainer.sample_grid(n=config.train.sample_n)
 
 
 def report(run_dir: Path, ckpt: Path, full_size_hint: str | None, figures: bool = True,

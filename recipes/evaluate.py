@@ -24,15 +24,18 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import HelpFormatter, int_at_least, set_threads  # noqa: E402
+from common import HelpFormatter, component, int_at_least, json_object, set_threads  # noqa: E402
 
 from gendiff.data import EMBEDDED, build_dataset  # noqa: E402
 from gendiff.figures import save_grid  # noqa: E402
+from gendiff.files import write_text_atomic  # noqa: E402
 from gendiff.likelihood import bounds, check_gaussian_prior  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
 from gendiff.metrics.fid import WeightsHashError  # noqa: E402
 from gendiff.samplers import SAMPLERS  # noqa: E402
-from gendiff.training import load_prior, load_run, sample_clip, sampling_steps, steps_taken  # noqa: E402
+from gendiff.samplers import check_sampler_options  # noqa: E402
+from gendiff.training import open_run, sampling_steps, steps_taken  # noqa: E402
+from gendiff.training.run import SamplingConfig, sample_run  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,7 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=int, choices=[1, 3], default=3, help="channels (with --samples)")
     p.add_argument("--n", type=int_at_least(1), help="samples per seed (default: the held-out set's size)")
     p.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[0, 1, 2])
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the run's (config.train.sampler)")
+    p.add_argument("--sampler", type=component(SAMPLERS, "sampler"),
+                   help=f"one of {SAMPLERS.names()} or package.module:name (default: the run's, config.train.sampler)")
+    p.add_argument("--sampler-args", type=json_object, default={}, metavar="JSON",
+                   help="the sampler's options, e.g. '{\"eta\": 0.5}'; one it does not take is refused")
     p.add_argument("--steps", type=int_at_least(1),
                    help="network evaluations (default: the sampler's); refused for samplers that take all N steps")
     p.add_argument("--batch-size", type=int_at_least(1), default=128)
@@ -66,19 +72,12 @@ def parse_args(argv=None):
 
 
 @torch.no_grad()
-def draw_samples(ckpt, n: int, seed: int, sampler: str | None, steps: int | None, batch_size: int,
-                 trust_code: bool = False):
-    """``steps``: network evaluations asked for (None: the sampler's default); see sampling_steps."""
-    config, diffusion, model = load_run(ckpt, trust_code=trust_code)
-    d, prior = config.data, load_prior(config)
-    sampler = sampler or config.train.sampler
-    steps = sampling_steps(sampler, steps, diffusion.last_train_step, requested=steps is not None)
+def draw_samples(run, n: int, seed: int, sampling: SamplingConfig, batch_size: int, requested: bool = False):
+    """``n`` samples of the built ``run`` from seed ``seed`` (the one sampling path, sample_run)."""
     g = torch.Generator().manual_seed(seed)
-    out = [diffusion.sample(model, (min(batch_size, n - k), d.channels, d.size, d.size), sampler=sampler,
-                            steps=steps, generator=g,
-                            progress=False, prior=prior, clip_x0=sample_clip(config))
+    out = [sample_run(run, min(batch_size, n - k), sampling, generator=g, requested=requested)
            for k in tqdm(range(0, n, batch_size), desc=f"sampling seed {seed}", leave=False)]
-    return torch.cat(out).clamp(*d.value_range)
+    return torch.cat(out).clamp(*run.config.data.value_range)
 
 
 def image_metrics(samples: torch.Tensor, ref: torch.Tensor, value_range, swd_min_size: int, seed: int) -> dict:
@@ -145,10 +144,14 @@ def summarize(per_seed: list[dict]) -> dict:
 
 def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=None, batch_size=128,
                         swd_min_size=8, inception=None, out=None, ref_spec=None, nll_steps=16,
-                        nll_proposal="snr", trust_code: bool = False, ref_limit: int = 10_000) -> dict:
-    config, diffusion, model = load_run(ckpt, trust_code=trust_code)
+                        nll_proposal="snr", trust_code: bool = False, ref_limit: int = 10_000,
+                        sampler_options: dict | None = None) -> dict:
+    run = open_run(ckpt, trust_code=trust_code)  # built once for every seed
+    config, diffusion, model = run.config, run.diffusion, run.model
     d, sampler = config.data, sampler or config.train.sampler
+    sampling = SamplingConfig(sampler, steps, config.train.clip_x0, dict(sampler_options or {}))
     try:  # checked before any sampling: a step count this sampler would ignore is refused
+        check_sampler_options(sampler, sampling.options)
         first = diffusion.last_train_step  # where the grid starts
         steps_run = steps_taken(sampling_steps(sampler, steps, first, requested=steps is not None), first)
     except ValueError as e:
@@ -158,11 +161,11 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
               "(as LSUN FID usually is); pass --ref for held-out images")
     ref = held_out(ref_spec or d.spec, d.size, d.value_range, d.channels, ref_limit)
     n = n or len(ref)
-    out = Path(out or Path(ckpt).parent / f"eval-{sampler}-{steps_run}")
+    out = Path(out or Path(ckpt).parent / f"eval-{sampler.replace(':', '.').replace('/', '.')}-{steps_run}")
     out.mkdir(parents=True, exist_ok=True)
     per_seed, first = [], None
     for seed in seeds:
-        x = draw_samples(ckpt, n, seed, sampler, steps, batch_size, trust_code)
+        x = draw_samples(run, n, seed, sampling, batch_size, requested=steps is not None)
         first = x if first is None else first
         per_seed.append({"seed": seed, **image_metrics(x, ref, d.value_range, swd_min_size, seed)})
     per_seed[0].update(fid_kid(first, ref, d.value_range, inception))
@@ -177,7 +180,7 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
             result["nll_unavailable"] = str(e)
         else:
             result["nll"] = bits_per_dim(diffusion, model, ref, d.value_range, nll_steps, proposal=nll_proposal)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
     return result
 
 
@@ -197,7 +200,9 @@ def print_table(result: dict) -> None:
         print(f"bits/dim: not available ({result['nll_unavailable']})")
 
 
-def evaluate_folder(folder, ref_spec, size, channels, swd_min_size=8, inception=None, ref_limit=10_000) -> dict:
+def evaluate_folder(folder, ref_spec, size, channels, swd_min_size=8, inception=None, ref_limit=10_000,
+                    out=None) -> dict:
+    """Score a folder of sample images; the report goes to ``out`` (default the folder itself)."""
     vr = (-1.0, 1.0)
     if not Path(folder).is_dir():
         raise SystemExit(f"error: --samples: no folder {folder}")
@@ -208,9 +213,11 @@ def evaluate_folder(folder, ref_spec, size, channels, swd_min_size=8, inception=
     x = torch.stack([samples[k] for k in range(len(samples))])
     ref = held_out(ref_spec, size, vr, channels, ref_limit)
     per_seed = [{"seed": 0, **image_metrics(x, ref, vr, swd_min_size, 0), **fid_kid(x, ref, vr, inception)}]
-    plot_spectra({"samples": x, "held-out data": ref}, Path(folder) / "spectrum.png", vr)
+    out = Path(out or folder)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_spectra({"samples": x, "held-out data": ref}, out / "spectrum.png", vr)
     result = {"samples": str(folder), "n": len(x), "per_seed": per_seed, "summary": summarize(per_seed)}
-    (Path(folder) / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
     return result
 
 
@@ -222,12 +229,13 @@ def main(argv=None):
                                      batch_size=args.batch_size, swd_min_size=args.swd_min_size,
                                      inception=args.inception, out=args.out, ref_spec=args.ref,
                                      nll_steps=args.nll_steps, nll_proposal=args.nll_proposal,
-                                     trust_code=args.trust_code, ref_limit=args.ref_n)
+                                     trust_code=args.trust_code, ref_limit=args.ref_n,
+                                     sampler_options=args.sampler_args)
     else:
         if not (args.ref and args.size):
             raise SystemExit("--samples needs --ref and --size")
         result = evaluate_folder(args.samples, args.ref, args.size, args.channels, args.swd_min_size, args.inception,
-                                 args.ref_n)
+                                 args.ref_n, out=args.out)
     print_table(result)
     return result
 

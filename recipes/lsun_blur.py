@@ -1,13 +1,16 @@
 """Reproduce Lee et al. (2022), Table 1: blur diffusion on LSUN bedroom/church at 64×64.
 
-    python recipes/lsun_blur.py                          # no data: the embedded CPU demo (~10 min on 2 cores)
+    python recipes/lsun_blur.py                          # --preset demo: the embedded CPU demo (~10 min on 2 cores)
     python recipes/lsun_blur.py --preset church-quartic0.14 --data /data/church_outdoor_train_lmdb \\
         --accelerator gpu --devices 8 --strategy ddp     # the paper's run
     python recipes/lsun_blur.py --preset church-quartic0.14 --resume   # continue an interrupted run
 
-With no ``--data`` and no LSUN under ``--lsun-root`` (default ``$LSUN_ROOT`` or ``./data``), the
-whole pipeline — data, training, EMA, checkpoint, DPM-Solver++ sampling, figures — runs on
-scikit-learn's digits (16×16) with a 0.7M-parameter UNet, so it finishes on 2 CPU cores. The
+The default ``--preset demo`` runs the whole pipeline — data, training, EMA, checkpoint,
+DPM-Solver++ sampling, figures — on scikit-learn's digits (16×16; ``--data`` picks other data
+with the same demo protocol) with a 0.7M-parameter UNet, so it finishes on 2 CPU cores. A Table 1
+preset needs its LSUN LMDB (``--data``, or found under ``--lsun-root``, default ``$LSUN_ROOT`` or
+``./data``) and is refused without it: naming data never switches the protocol, only ``--preset``
+does. The
 demo keeps the paper's schedule (f(N) = 0.140625, σ = 0.4 px), which blurs a 16-px digit to a
 blob by step N, so the coarse-to-fine trajectory is easy to see.
 
@@ -30,15 +33,14 @@ import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from common import DEMO_TRAIN, MODELS, add_run_args, fabric_config, run, train_config
+from common import DEMO_TRAIN, MODELS, add_run_args, data_channels, fabric_config, run, train_config
 
-from gendiff import GaussianBlurBasis
-from gendiff.schedules import VPBlurSchedule
 from gendiff.training import DataConfig, RunConfig, TrainConfig
 
 # Table 1 rows (docs/math.md, Conventions): f(N) = 0.140625 is σ_max = 0.15 with σ = 0.4.
 ROWS = {"none": ("none", 0.0), "log0.6": ("log", 0.6), "quartic0.14": ("quartic", 0.140625)}
-PRESETS = {f"{cat}-{row}": {"category": cat, "row": row} for cat in ("bedroom", "church") for row in ROWS}
+PRESETS = {"demo": {"category": None, "row": "quartic0.14"}}
+PRESETS |= {f"{cat}-{row}": {"category": cat, "row": row} for cat in ("bedroom", "church") for row in ROWS}
 PRESETS["bedroom-quartic0.14-f2c"] = {"category": "bedroom", "row": "quartic0.14", "fine_to_coarse": True}
 PAPER_STEPS = {"bedroom": 450_000, "church": 600_000}
 # The official protocol: training steps 1..N − 1, samples from its reverse loop without a clamp.
@@ -49,8 +51,10 @@ LSUN_FOLDERS = {"bedroom": "bedroom_train_lmdb", "church": "church_outdoor_train
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="bedroom-quartic0.14", choices=sorted(PRESETS))
-    p.add_argument("--data", help="LSUN LMDB folder or an image folder (default: look for LSUN, else embedded)")
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS),
+                   help="demo: the embedded CPU demo protocol; the others: Table 1's rows on LSUN (default: demo)")
+    p.add_argument("--data", help="demo: an embedded name (digits, photos, photos-gray) or an image folder (default: "
+                                  "digits); a Table 1 preset: its LSUN LMDB folder (default: under --lsun-root)")
     p.add_argument("--lsun-root", default=os.environ.get("LSUN_ROOT", "data"))
     p.add_argument("--value-range", choices=["-1,1", "0,1"],
                    help="data range (default: 0,1 for the Table 1 presets, as the official runs; -1,1 for the demo)")
@@ -64,30 +68,39 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def find_data(args, category: str) -> str | None:
+def find_data(args, category: str) -> str:
+    """The preset's LSUN LMDB: ``--data``, else the category's folder under ``--lsun-root``."""
     if args.data:
         return args.data
     candidate = Path(args.lsun_root) / LSUN_FOLDERS[category]
-    return str(candidate) if (candidate / "data.mdb").is_file() else None
+    if not (candidate / "data.mdb").is_file():
+        raise SystemExit(f"error: --preset {args.preset} trains on LSUN {category}: pass its LMDB folder with --data, "
+                         f"or put it at {candidate} (--lsun-root); --preset demo runs on embedded data")
+    return str(candidate)
 
 
 def build_config(args) -> RunConfig:
     preset = PRESETS[args.preset]
     f_type, f_N = ROWS[preset["row"]]
-    data_path = find_data(args, preset["category"])
-    vr = args.value_range or ("-1,1" if data_path is None else "0,1")
+    demo = preset["category"] is None
+    data_path = args.data or "digits" if demo else find_data(args, preset["category"])
+    vr = args.value_range or ("-1,1" if demo else "0,1")
     vr = tuple(float(v) for v in vr.split(","))
-    if data_path is None:
-        size, data, train, name = 16, DataConfig("digits", 16, 1, vr), DEMO_TRAIN, "demo-digits"
-        model = replace(MODELS[args.model or "small"], image_size=16, in_channels=1, out_channels=1)
+    if demo:
+        channels = data_channels(data_path)
+        size, data, train = 16, DataConfig(data_path, 16, channels, vr), DEMO_TRAIN
+        name = "demo-digits" if data_path == "digits" else f"demo-{Path(data_path).name or 'data'}"
+        model = replace(MODELS[args.model or "small"], image_size=16, in_channels=channels, out_channels=channels)
     else:
         size, data, name = 64, DataConfig(data_path, 64, 3, vr), args.preset
         train, model = TrainConfig(steps=PAPER_STEPS[preset["category"]], **PAPER_PROTOCOL), MODELS[args.model or "paper64"]
     if args.fast:
         train = replace(train, **FAST_PATH)
-    basis = GaussianBlurBasis((size, size), sigma=0.4)
-    schedule = VPBlurSchedule(f_type, f_N, N=1000, fine_to_coarse=preset.get("fine_to_coarse", False))
-    return RunConfig(args.name or name, basis.config(), schedule.config(), asdict(model), data,
+    # Config data only: the run is built once, by check_run (gendiff.training.build_run).
+    basis = {"name": "blur", "shape": [size, size], "sigma": 0.4}
+    schedule = {"name": "vp_blur", "f_type": f_type, "f_N": f_N, "N": 1000,
+                "fine_to_coarse": preset.get("fine_to_coarse", False)}
+    return RunConfig(args.name or name, basis, schedule, asdict(model), data,
                      train_config(args, train), fabric_config(args), args.out)
 
 
@@ -95,7 +108,7 @@ def main(argv=None):
     args = parse_args(argv)
     config = build_config(args)
     hint = None
-    if config.data.spec == "digits":
+    if args.preset == "demo":
         hint = ("full-size experiment (LSUN 64×64, the paper's 121M UNet; put the LMDB folders under ./data "
                 "or pass --data):\n  python recipes/lsun_blur.py --preset bedroom-quartic0.14 "
                 "--data /path/to/bedroom_train_lmdb --accelerator gpu --devices 1")

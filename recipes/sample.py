@@ -20,8 +20,8 @@ from gendiff.figures import save_grid  # noqa: E402
 from gendiff.value_range import map_range  # noqa: E402
 from gendiff.files import write_text_atomic  # noqa: E402
 from gendiff.samplers import SAMPLERS, check_sampler_options  # noqa: E402
-from gendiff.training import (RunDirError, RunLock, check_device, load_prior, load_run, sample_clip,  # noqa: E402
-                              sampling_steps)
+from gendiff.training import RunDirError, RunLock, check_device, open_run, sampling_steps  # noqa: E402
+from gendiff.training.run import SamplingConfig, sample_run  # noqa: E402
 
 MANIFEST = ".gendiff-samples.json"  # the files this script wrote in a folder: all --overwrite removes
 
@@ -62,40 +62,38 @@ def main(argv=None) -> Path:
         raise SystemExit(f"error: --device: {e}") from None
     if torch.device(args.device).type == "cpu":
         set_threads(args.threads)
-    config, diffusion, model = load_run(args.ckpt, args.device, trust_code=args.trust_code)
-    args.sampler = args.sampler or config.train.sampler
+    run = open_run(args.ckpt, args.device, trust_code=args.trust_code)
+    config, sampler = run.config, args.sampler or run.config.train.sampler
     opts = dict(args.sampler_args) | ({} if args.eta is None else {"eta": args.eta})
+    sampling = SamplingConfig(sampler, args.steps, config.train.clip_x0 and not args.no_clip, opts)
     try:
-        check_sampler_options(args.sampler, opts)
-        steps = sampling_steps(args.sampler, args.steps, diffusion.last_train_step, requested=args.steps is not None)
+        check_sampler_options(sampler, opts)
+        steps = sampling_steps(sampler, args.steps, run.diffusion.last_train_step, requested=args.steps is not None)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    d, prior = config.data, load_prior(config)
-    out = Path(args.out or Path(args.ckpt).parent / folder_name(args.sampler, steps, diffusion.last_train_step))
+    out = Path(args.out or Path(args.ckpt).parent / folder_name(sampler, steps, run.diffusion.last_train_step))
     try:
         lock = RunLock(out).acquire()  # two sample.py into one folder would lose one's seed
     except RunDirError as e:
         raise SystemExit(f"error: {e}") from None
     try:
         claim_folder(out, args.overwrite)
-        model = Counted(model)
+        model = Counted(run.model)
         g = torch.Generator(args.device).manual_seed(args.seed)
         batches, written = [], []
         for start in tqdm(range(0, args.n, args.batch_size), desc="batches"):
-            b = min(args.batch_size, args.n - start)
-            x = diffusion.sample(model, (b, d.channels, d.size, d.size), sampler=args.sampler, steps=steps,
-                                 generator=g, device=args.device, progress=False, prior=prior,
-                                 clip_x0=None if args.no_clip else sample_clip(config), **opts).cpu()
-            for img in map_range(x, d.value_range, clamp=True):
+            x = sample_run(run, min(args.batch_size, args.n - start), sampling, model=model, generator=g,
+                           device=args.device, requested=args.steps is not None)
+            for img in map_range(x, config.data.value_range, clamp=True):
                 written.append(save_grid(img[None], out / f"{len(written):06d}.png", (0.0, 1.0), nrow=1).name)
                 write_manifest(out, written)
             batches.append(x)
-        grid = save_grid(torch.cat(batches)[:256], out / "grid.png", d.value_range)
+        grid = save_grid(torch.cat(batches)[:256], out / "grid.png", config.data.value_range)
         write_manifest(out, written + ["grid.png"])
     finally:
         lock.release()
     nfe = model.calls // max(1, len(batches))
-    print(f"{len(written)} samples in {out} ({args.sampler}, {nfe} network evaluations each); grid: {grid}")
+    print(f"{len(written)} samples in {out} ({sampler}, {nfe} network evaluations each); grid: {grid}")
     return out
 
 

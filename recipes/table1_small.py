@@ -37,7 +37,8 @@ from evaluate import bits_per_dim, draw_samples, image_metrics, summarize
 from gendiff import GaussianBlurBasis
 from gendiff.data import build_dataset
 from gendiff.schedules import SpeedSchedule, VPBlurSchedule
-from gendiff.training import DataConfig, RunConfig, load_run
+from gendiff.training import DataConfig, RunConfig, load_run, open_run
+from gendiff.training.run import sampling_config
 
 N, SIGMA, PAPER_SIZE, PAPER_QUARTIC, PAPER_LOG = 1000, 0.4, 64, 0.140625, 0.6
 # row: (blur speed, the paper's f(N), scaled to the image side, fine-to-coarse)
@@ -120,8 +121,10 @@ def sample_metrics(x: torch.Tensor, refs: dict, seed: int) -> dict:
 
 
 def evaluate_row(ckpt: Path, refs: dict, args, s: DataSetup) -> dict:
-    per_seed = [{"seed": seed, **sample_metrics(draw_samples(ckpt, args.n, seed, None, s.sample_steps, 128),
-                                                refs, seed)} for seed in args.eval_seeds]
+    run = open_run(ckpt)
+    sampling = replace(sampling_config(run.config), steps=s.sample_steps)
+    per_seed = [{"seed": seed, **sample_metrics(draw_samples(run, args.n, seed, sampling, 128), refs, seed)}
+                for seed in args.eval_seeds]
     return {"summary": summarize(per_seed), **score_nll(ckpt, refs, s)}
 
 

@@ -885,7 +885,7 @@ def test_recipe_refusals_before_any_work(recipes_importable, tmp_path):
     import common
     import lsun_blur
     args = lsun_blur.parse_args(["--sample-steps", "5000", "--out", str(tmp_path)])
-    with pytest.raises(ConfigError, match=r"sample_steps \(--sample-steps\).*must be in 1..N=1000"):
+    with pytest.raises(ConfigError, match=r"--sampler / --sample-steps / --sampler-args: .*must be in 1..N=1000"):
         common.check_run(common.configure(lsun_blur.build_config(args), args))
     assert not any(tmp_path.iterdir())
     # a schedule flag the schedule cannot take (d_min = 0: log 0) fails before the folder is made

@@ -12,6 +12,7 @@ import torch
 from gendiff import GaussianBlurBasis
 from gendiff.models import PRESETS
 from gendiff.schedules import VPBlurSchedule
+from gendiff.training.config import ConfigError
 from gendiff.training import DataConfig, FabricConfig, RunConfig, TrainConfig, Trainer, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_missing_data_fails_before_the_model(tmp_path):
     cfg = replace(tiny_config(tmp_path), data=DataConfig(str(tmp_path / "nope"), 16, 1))
     tr = Trainer(cfg)
-    with pytest.raises(FileNotFoundError, match="nope"):
+    with pytest.raises(ConfigError, match=r"data.spec '.*nope': .* neither an embedded dataset"):
         tr.setup()
     assert not hasattr(tr, "raw_model")
 

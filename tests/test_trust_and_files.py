@@ -292,3 +292,68 @@ def test_a_custom_sampler_by_import_path_gets_a_plain_folder_and_its_true_evalua
     assert out.name == "samples-test_trust_and_files.HEUN-5" and out.parent == tiny_ckpt.parent
     assert "(test_trust_and_files:HEUN, 9 network evaluations each)" in capsys.readouterr().out
     assert SAMPLERS.resolve("test_trust_and_files:HEUN") is me.HEUN
+
+
+# ---- one build: a component is constructed once per process ---------------------------------------
+
+COUNTING = '''
+from gendiff import DCTBasis
+
+BUILT = []
+
+
+class CountingBasis(DCTBasis):
+    def __init__(self, shape):
+        BUILT.append(tuple(shape))
+        super().__init__(shape)
+
+    def config(self):
+        return {"name": "gd_counting:CountingBasis", "shape": list(self.shape)}
+'''
+
+
+def test_a_one_step_run_and_a_sample_call_each_build_a_custom_basis_once(tmp_path, monkeypatch,
+                                                                         recipes_importable):
+    (tmp_path / "gd_counting.py").write_text(COUNTING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gd_counting
+    import lsun_blur
+    schedules, init = [], VPBlurSchedule.__init__
+    monkeypatch.setattr(VPBlurSchedule, "__init__", lambda self, *a, **k: (schedules.append(1), init(self, *a, **k))[1])
+    out = lsun_blur.main(["--basis", "gd_counting:CountingBasis", "--steps", "1", "--batch-size", "4",
+                          "--sample-steps", "2", "--threads", "1", "--out", str(tmp_path / "runs"), "--name", "c"])
+    assert gd_counting.BUILT == [(16, 16)] and len(schedules) == 1  # not once per check, trainer, figure, grid
+    sample_main("--ckpt", str(out / "last.ckpt"), "--trust-code", "--steps", "2")
+    assert gd_counting.BUILT == [(16, 16)] * 2
+
+
+def test_naming_data_never_switches_the_protocol(tmp_path, recipes_importable):
+    import lsun_blur
+    config = lsun_blur.build_config(lsun_blur.parse_args(["--data", "photos", "--out", str(tmp_path)]))
+    assert (config.train.lr, config.train.sampler, config.data.size, config.data.channels) == (1e-3, "dpm++2m", 16, 3)
+    assert config.name == "demo-photos" and config.model["model_channels"] == PRESETS["small"].model_channels
+    with pytest.raises(SystemExit, match=r"--preset church-none trains on LSUN church: pass its LMDB folder"):
+        lsun_blur.main(["--preset", "church-none", "--lsun-root", str(tmp_path / "none"), "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_training_recipe_takes_the_sampler_and_refuses_options_it_does_not_take(tmp_path, recipes_importable):
+    import lsun_blur
+    argv = ["--steps", "1", "--batch-size", "4", "--sample-steps", "3", "--threads", "1", "--out", str(tmp_path)]
+    with pytest.raises(ConfigError, match=r"--sampler-args: sampler 'dpm\+\+2m' takes no option \['eta'\]"):
+        lsun_blur.main(argv + ["--sampler-args", '{"eta": 0.3}'])
+    assert not any(tmp_path.iterdir())
+    out = lsun_blur.main(argv + ["--sampler", "ddim", "--sampler-args", '{"eta": 0.3}', "--name", "d"])
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert (saved["sampler"], saved["sampler_options"]) == ("ddim", {"eta": 0.3})
+
+
+def test_evaluate_writes_a_folders_report_to_out(tmp_path, recipes_importable):
+    import evaluate
+    from gendiff.figures import save_grid
+    samples = tmp_path / "samples"
+    for k in range(4):
+        save_grid(torch.rand(1, 1, 16, 16) * 2 - 1, samples / f"{k:06d}.png")
+    evaluate.main(["--samples", str(samples), "--ref", "digits", "--size", "16", "--channels", "1", "--ref-n", "8",
+                   "--out", str(tmp_path / "report"), "--threads", "1", "--swd-min-size", "8"])
+    assert (tmp_path / "report" / "metrics.json").is_file() and not (samples / "metrics.json").exists()

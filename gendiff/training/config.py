@@ -80,9 +80,10 @@ class TrainConfig:
         grad_clip: max gradient norm, ``None`` for none (the paper uses none).
         seed: seeds the model initialisation, the batches and the diffusion noise.
         log_every, ckpt_every, sample_every: intervals in steps (0 disables sampling).
-        sample_n, sample_steps, sampler: what the sample grids use (also the default of
-            recipes/sample.py and recipes/evaluate.py for this run). ``sampler`` is a registered
-            name or an import path; it is resolved when the run is built, not here.
+        sample_n, sample_steps, sampler, sampler_options: what the sample grids use (also the
+            default of recipes/sample.py and recipes/evaluate.py for this run; see
+            :class:`~gendiff.training.run.SamplingConfig`). ``sampler`` is a registered name or an
+            import path; it is resolved, and its options checked, when the run is built.
         clip_x0: clamp x̂_0 to the data range while sampling (DDPM's clip_denoised).
         last_train_step: train on steps 1..this (None: N; the official blur-diffusion and IHDM
             code: N − 1); the default sampling grids start there (``Diffusion``).
@@ -102,9 +103,16 @@ class TrainConfig:
     sample_n: Int(1, MAX_SAMPLES) = 64
     sample_steps: Int(1, MAX_N) | None = 50
     sampler: Text = "dpm++2m"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
     clip_x0: Flag = True
     last_train_step: Int(1, MAX_N) | None = None
     num_workers: Int(0, 256) = 0
+
+    @field_validator("sampler_options")
+    @classmethod
+    def _options(cls, v):
+        _json_only(v, "sampler_options")
+        return v
 
 
 @schema

@@ -18,22 +18,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from gendiff.bases import build_basis
 from gendiff.data import build_dataset
 from gendiff.diffusion import Diffusion
 from gendiff.models import PRESETS, UNet, UNetConfig, build_model
-from gendiff.parameterization import build_parameterization
 from gendiff.priors import build_prior
 from gendiff.registry import import_object, import_path
 from gendiff.samplers import SAMPLERS
-from gendiff.schedules import build_schedule
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, RunConfig
 from .ema import ema_model
 from .trust import code_names, require_trust
 
-__all__ = ["build_network", "network_config", "build_diffusion", "load_run", "load_prior", "sample_clip",
+__all__ = ["build_network", "network_config", "build_diffusion", "load_run", "open_run", "load_prior", "sample_clip",
            "sampling_steps", "check_device"]
 
 
@@ -79,16 +76,11 @@ def network_config(model: nn.Module) -> dict[str, Any]:
 
 
 def build_diffusion(config: RunConfig) -> Diffusion:
-    """The run's diffusion; its sampler and sample-grid budget are checked against it here, the
-    first place the schedule's N is known (the config itself builds nothing)."""
-    diffusion = Diffusion(build_basis(config.basis), build_schedule(config.schedule),
-                          parameterization=build_parameterization(config.parameterization),
-                          last_train_step=config.train.last_train_step)
-    t = config.train
-    try:
-        sampling_steps(t.sampler, t.sample_steps, diffusion.last_train_step)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"train.sampler / train.sample_steps (--sample-steps): {e}") from None
+    """The run's diffusion alone (:func:`~gendiff.training.run.build_run` builds the whole run); its
+    sampler, grid budget and sampler options are checked against it, the first place N is known."""
+    from .run import _check_sampling, _diffusion, sampling_config
+    diffusion = _diffusion(config)
+    _check_sampling(sampling_config(config), diffusion)
     return diffusion
 
 
@@ -140,21 +132,27 @@ def imported_code(config: RunConfig) -> list[str]:
 
 
 def load_run(ckpt: str | Path, device="cpu", *, trust_code: bool = False):
-    """(RunConfig, Diffusion, EMA model) from a checkpoint, for sampling and evaluation.
+    """(RunConfig, Diffusion, EMA model) from a checkpoint: :func:`open_run`'s parts."""
+    run = open_run(ckpt, device, trust_code=trust_code)
+    return run.config, run.diffusion, run.model
 
-    The checkpoint holds the full config, so nothing else is needed to rebuild the run; custom
-    components are imported from the modules their import paths name. It is read with
-    ``weights_only=True`` and its hash checked (:func:`load_checkpoint`), on the CPU: a run
-    trained on a GPU loads on any machine, and ``device`` is checked first.
 
-    Args:
-        trust_code: import the custom components the checkpoint names (see the module doc);
-            without it such a checkpoint is refused before anything is imported.
+def open_run(ckpt: str | Path, device="cpu", *, trust_code: bool = False):
+    """The :class:`~gendiff.training.run.Run` a checkpoint holds, its model the EMA weights, for
+    sampling and evaluation.
+
+    The checkpoint holds the full config, so nothing else is needed to rebuild the run. Order: the
+    file is read with ``weights_only=True`` and its hash checked (:func:`load_checkpoint`); the
+    import paths its config names are refused unless ``trust_code`` (on the data: nothing is
+    imported, called or allocated before); the config is checked by its schema and the step
+    against it; then :func:`~gendiff.training.run.build_run` builds every component once, on the
+    CPU (a run trained on a GPU loads on any machine), and the model moves to ``device``.
 
     Raises:
         CheckpointError: the file is not a readable gendiff run, it names code and
             ``trust_code`` is False, or a module it names cannot be imported (the message names it).
     """
+    from .run import Run, build_run
     check_device(device)
     state = load_checkpoint(ckpt)
     raw = state.get("config")
@@ -167,21 +165,22 @@ def load_run(ckpt: str | Path, device="cpu", *, trust_code: bool = False):
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {ckpt} does not describe a valid gendiff run: {e}") from None
     check_step(ckpt, state.get("step"), config)
+    _check_recorded(ckpt, config)
     try:
-        _check_recorded(ckpt, config)
-        model = build_network(config.model)
-        ema = ema_model(model, config.train.ema_decay)
+        run = build_run(config, trust_code=True)  # trust was decided above
+        ema = ema_model(run.model, config.train.ema_decay)
         ema.load_state_dict(state["ema"])
-        diffusion = build_diffusion(config)
     except ImportError as e:
         raise CheckpointError(f"checkpoint {ckpt} names a component whose module cannot be imported: {e}. "
                               "Install it or put its folder on PYTHONPATH, as when it was trained") from e
-    except CheckpointError:
-        raise
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        if isinstance(e.__cause__, ImportError):
+            raise CheckpointError(f"checkpoint {ckpt} names a component whose module cannot be imported: "
+                                  f"{e.__cause__}. Install it or put its folder on PYTHONPATH, as when it was "
+                                  "trained") from e
         raise CheckpointError(f"checkpoint {ckpt} does not describe a gendiff run: {type(e).__name__}: "
                               f"{str(e)[:300]}") from e
-    return config, diffusion, ema.module.to(device).eval()
+    return Run(config, run.diffusion, ema.module.to(device).eval(), run.dataset, run.prior)
 
 
 def check_step(ckpt, step, config: RunConfig) -> int:

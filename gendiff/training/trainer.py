@@ -12,16 +12,15 @@ from tqdm.auto import tqdm
 
 from torch import nn
 
-from gendiff.data import build_dataset
 from gendiff.diffusion import Diffusion
 from gendiff.figures import forward_strip, save_grid
 from gendiff.files import write_text_atomic
-from gendiff.priors import build_prior
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic, verified
 from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_decay, ema_model
-from .loading import build_diffusion, build_network, check_step, network_config, sample_clip, sampling_steps
+from .loading import check_step, network_config
+from .run import Run, build_run, sample_run
 from .logs import RunLog, fabric_loggers
 from .rundir import RunDirError, RunLock, hold_run_dir
 
@@ -62,7 +61,8 @@ class StepBatches(torch.utils.data.Sampler):
 class Trainer:
     """Train a network with ``diffusion.loss`` and write everything to ``run_dir``.
 
-    Either a :class:`RunConfig` (every component rebuilt from its config dict) or ready
+    Either a :class:`Run` (built by :func:`build_run`, as the recipes do: nothing is built
+    again), a :class:`RunConfig` (built once by :meth:`setup`), or ready
     components: ``diffusion`` (or ``basis`` and ``schedule``), any ``nn.Module`` called as
     ``model(x_i, i)``, and the data as a :class:`DataConfig` or a ``dataset`` of (C, H, W)
     tensors. Ready components are recorded in the run's config by :meth:`config` / import path
@@ -73,29 +73,39 @@ class Trainer:
                 train=TrainConfig(steps=100), name="mine").fit()
 
     Args:
-        config: the run; ready components given with it replace the corresponding parts.
+        config: the run (a :class:`Run` or a :class:`RunConfig`); ready components given with a
+            config replace the corresponding parts.
         run_dir: output folder (default ``<out_dir>/<name>``).
         diffusion, basis, schedule, model, prior, dataset: ready components.
         data, train, fabric, name, out_dir: the rest of the run when no ``config`` is given.
         figures: draw ``forward.png`` when training starts (False skips it).
-        overwrite: let :meth:`fit` start over in a folder that holds another run (its checkpoint
-            and metrics are removed); without it that is refused, unless :meth:`resume` loaded
-            ``run_dir/last.ckpt`` first, continuing that run (gendiff.training.rundir).
+        overwrite: let :meth:`fit` start over in a folder that holds another run (the old run's
+            files are moved into ``replaced-<time>/`` there); without it that is refused, unless
+            :meth:`resume` loaded ``run_dir/last.ckpt`` first, continuing that run
+            (gendiff.training.rundir).
+        trust_code: let :meth:`setup` import the custom components a ``RunConfig`` names by import
+            path. A config object you construct is yours, so the default is True; a config read
+            from a file goes through :func:`load_run` or the recipes' ``--config``, which ask.
     """
 
-    def __init__(self, config: RunConfig | None = None, run_dir: str | Path | None = None, *,
+    def __init__(self, config: RunConfig | Run | None = None, run_dir: str | Path | None = None, *,
                  diffusion: Diffusion | None = None, basis=None, schedule=None, model: nn.Module | None = None,
                  prior=None, dataset=None, data: DataConfig | None = None, train: TrainConfig | None = None,
                  fabric: FabricConfig | None = None, name: str = "run", out_dir: str = "runs", figures: bool = True,
-                 overwrite: bool = False):
+                 overwrite: bool = False, trust_code: bool = True):
+        self._run = config if isinstance(config, Run) else None
+        if self._run is not None:  # recorded as built: each component's own config()
+            config, diffusion = self._run.config, self._run.diffusion
         if diffusion is None and (basis is not None or schedule is not None):
             if basis is None or schedule is None:
                 raise TypeError("Trainer: give both basis and schedule (or a ready diffusion)")
             diffusion = Diffusion(basis, schedule)
         self._ready = {"diffusion": diffusion, "model": model, "prior": prior, "dataset": dataset}
+        if self._run is not None and (model is not None or prior is not None or dataset is not None):
+            raise TypeError("Trainer: a built Run carries its model, prior and dataset; give them to build_run")
         self.config = config = _run_config(config, diffusion, model, data, train, fabric, name, out_dir)
         self.run_dir = Path(run_dir or Path(config.out_dir) / config.name)
-        self.figures, self.overwrite = figures, overwrite
+        self.figures, self.overwrite, self.trust_code = figures, overwrite, trust_code
         self._owns_run_dir = False  # True once this trainer continues or claimed the run there
         fc = config.fabric
         self.fabric = Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy,
@@ -106,14 +116,10 @@ class Trainer:
 
     def setup(self) -> None:
         """Data first (a bad path fails before the model is built), then model, EMA, optimizer."""
-        c, fabric, ready = self.config, self.fabric, self._ready
+        c, fabric = self.config, self.fabric
         fabric.launch()
-        self.dataset = ready["dataset"] if ready["dataset"] is not None else build_dataset(
-            c.data.spec, split="train", size=c.data.size, value_range=c.data.value_range, channels=c.data.channels)
-        self.diffusion = ready["diffusion"] or build_diffusion(c)
-        self.prior = ready["prior"] or build_prior(c.prior, lambda: self.dataset)
-        torch.manual_seed(c.train.seed)  # identical initialisation on every rank
-        self.raw_model = ready["model"] if ready["model"] is not None else build_network(c.model)
+        self.run = run = self._run or build_run(c, self.trust_code, check_dataset=True, **self._ready)
+        self.dataset, self.diffusion, self.prior, self.raw_model = run.dataset(), run.diffusion, run.prior, run.model
         self.ema = ema_model(self.raw_model, c.train.ema_decay, c.train.ema_warmup).to(fabric.device)
         opt = torch.optim.Adam(self.raw_model.parameters(), lr=c.train.lr)
         self.model, self.optimizer = fabric.setup(self.raw_model, opt)
@@ -249,12 +255,9 @@ class Trainer:
     @torch.no_grad()
     def _samples(self, n: int | None = None) -> torch.Tensor:
         """EMA samples with the run's sampler and step budget (a fixed seed, so grids compare)."""
-        t, d = self.config.train, self.config.data
         g = torch.Generator(self.fabric.device).manual_seed(1234)
-        return self.diffusion.sample(
-            self.ema.module.eval(), (n or t.sample_n, d.channels, d.size, d.size), sampler=t.sampler,
-            steps=sampling_steps(t.sampler, t.sample_steps, self.diffusion.last_train_step), generator=g, progress=False,
-            device=self.fabric.device, prior=self.prior, clip_x0=sample_clip(self.config))
+        return sample_run(self.run, n or self.config.train.sample_n, model=self.ema.module.eval(), generator=g,
+                          device=self.fabric.device)
 
     def sample_grid(self, n: int | None = None, path: Path | None = None) -> Path | None:
         """EMA samples with the configured sampler, as ``samples.png`` (rank 0 only)."""

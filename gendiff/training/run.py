@@ -1,0 +1,207 @@
+"""A run built from its config — each component constructed once — and the one sampling path.
+
+:func:`build_run` is the only place a :class:`RunConfig` becomes objects: the trainer, the
+recipes, :func:`~gendiff.training.loading.load_run` (so ``sample.py`` and ``evaluate.py``) all
+call it, so a custom basis named by import path is imported after the trust decision and built
+exactly once per process. :func:`sample_run` is the only place a run is sampled: the trainer's
+grids and figures, ``sample.py`` and ``evaluate.py`` go through it with a :class:`SamplingConfig`.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from gendiff.bases import build_basis
+from gendiff.checks import check_data
+from gendiff.data import build_dataset
+from gendiff.diffusion import Diffusion
+from gendiff.parameterization import build_parameterization
+from gendiff.priors import build_prior
+from gendiff.samplers import check_sampler_options
+from gendiff.schedules import build_schedule
+
+from .config import MAX_N, ConfigError, Flag, Int, RunConfig, Text, schema
+from .trust import require_trust
+
+__all__ = ["Run", "build_run", "SamplingConfig", "sampling_config", "sample_run"]
+
+
+@schema
+class SamplingConfig:
+    """How a run is sampled (docs/math.md, "Other samplers").
+
+    Args:
+        sampler: a registered sampler name or an import path ``package.module:name``.
+        steps: network evaluations on the sampler's default grid (None: its default); refused for
+            samplers that walk every step (reverse, ihdm) unless it is their N.
+        clip: clamp x̂_0 to the data's value range while sampling (DDPM's clip_denoised).
+        options: the sampler's own keyword options (``eta``, ``quiet_steps``, ``delta_scale``, or a
+            custom sampler's); one it does not take is refused.
+    """
+
+    sampler: Text = "dpm++2m"
+    steps: Int(1, MAX_N) | None = None
+    clip: Flag = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def sampling_config(config: RunConfig) -> SamplingConfig:
+    """What the run's config asks its sample grids (and, by default, sample.py/evaluate.py) to use."""
+    t = config.train
+    return SamplingConfig(t.sampler, t.sample_steps, t.clip_x0, dict(t.sampler_options))
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """A :class:`RunConfig` built: the diffusion, the network, the data and the sampling prior.
+
+    ``dataset()`` builds the training set on first use (sampling a run needs it only for a data
+    prior) and keeps it; ``prior`` is the schedule's prior built with that loader.
+    """
+
+    config: RunConfig
+    diffusion: Diffusion
+    model: nn.Module
+    dataset: Callable[[], Any]
+    prior: Any
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        d = self.config.data
+        return (d.channels, d.size, d.size)
+
+
+def build_run(config: RunConfig, trust_code: bool = False, *, diffusion: Diffusion | None = None,
+              model: nn.Module | None = None, dataset=None, prior=None, check_dataset: bool = False) -> Run:
+    """Build every component of ``config`` once; ready components given here are used instead.
+
+    Args:
+        config: the run.
+        trust_code: import the custom components the config names by import path; without it a
+            config naming any (in a part that is built here) is refused before anything is imported.
+        diffusion, model, dataset, prior: ready components (not rebuilt, not checked for trust).
+        check_dataset: build the training set now and check its first image against the data
+            config and the basis (a trainer's check before the run folder is made).
+
+    Raises:
+        ConfigError: naming the component (by its config field) that cannot be built and why;
+            :class:`~gendiff.training.trust.UntrustedCodeError` for untrusted import paths.
+    """
+    parts = {k: v for k, v in config.to_dict().items() if k in ("basis", "schedule", "parameterization", "prior",
+                                                                "model", "train")}
+    skip = (["basis", "schedule", "parameterization"] if diffusion is not None else []) + \
+        (["model"] if model is not None else []) + (["prior"] if prior is not None else [])
+    require_trust({k: v for k, v in parts.items() if k not in skip}, f"run {config.name!r}", trust_code)
+    diffusion = diffusion or _diffusion(config)
+    _check_sampling(sampling_config(config), diffusion)
+    loader = (lambda: dataset) if dataset is not None else functools.cache(lambda: _dataset(config))
+    if check_dataset:  # before the network: a bad data path fails before a large model is allocated
+        _check_first(config, loader(), diffusion)
+    if model is None:
+        with torch.random.fork_rng(devices=[]):  # the same initialisation wherever it is built, every rank
+            torch.manual_seed(config.train.seed)
+            model = _part(config, "model", _network)
+    prior = prior if prior is not None else _part(config, "prior", lambda c: build_prior(c, loader))
+    return Run(config, diffusion, model, loader, prior)
+
+
+def _part(config: RunConfig, kind: str, build: Callable[[dict], Any]):
+    """``build(config.<kind>)``, its failure a ConfigError naming the field and the value."""
+    cfg = getattr(config, kind)
+    try:
+        return build(cfg)
+    except ImportError as e:
+        raise ConfigError(f"invalid run {config.name!r}: {kind} {cfg}: {e}") from e
+    except (ValueError, ZeroDivisionError, OverflowError, TypeError, KeyError) as e:
+        raise ConfigError(f"invalid run {config.name!r}: {kind} {cfg}: {type(e).__name__}: {e}") from e
+
+
+def _network(cfg: dict) -> nn.Module:
+    from .loading import build_network
+    return build_network(cfg)
+
+
+def _diffusion(config: RunConfig) -> Diffusion:
+    basis = _part(config, "basis", build_basis)
+    schedule = _part(config, "schedule", build_schedule)
+    param = _part(config, "parameterization", build_parameterization)
+    try:
+        return Diffusion(basis, schedule, parameterization=param, last_train_step=config.train.last_train_step)
+    except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
+        raise ConfigError(f"invalid run {config.name!r}: schedule {config.schedule} with basis "
+                          f"{config.basis.get('name', config.basis)}: {type(e).__name__}: {e}") from e
+
+
+def _check_sampling(s: SamplingConfig, diffusion: Diffusion) -> None:
+    from .loading import sampling_steps
+    try:
+        sampling_steps(s.sampler, s.steps, diffusion.last_train_step)
+        check_sampler_options(s.sampler, s.options)
+    except ImportError as e:
+        raise ConfigError(f"train.sampler: {e}") from e
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"train.sampler / train.sample_steps / train.sampler_options: {e}") from None
+
+
+def _dataset(config: RunConfig):
+    d = config.data
+    try:
+        return build_dataset(d.spec, split="train", size=d.size, value_range=d.value_range, channels=d.channels)
+    except (OSError, ValueError, RuntimeError) as e:  # missing/empty folder, bad LMDB, unreadable images
+        raise ConfigError(f"data.spec {d.spec!r}: {e}") from e
+
+
+def _check_first(config: RunConfig, dataset, diffusion: Diffusion) -> None:
+    """The data's first item has the configured shape, and the basis takes that shape."""
+    d, want = config.data, (config.data.channels, config.data.size, config.data.size)
+    try:
+        first = dataset[0] if len(dataset) else None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"data.spec {d.spec!r}: {e}") from e
+    if first is None:
+        raise ConfigError(f"data.spec {d.spec!r} holds no images")
+    if tuple(first.shape) != want:
+        raise ConfigError(f"data.spec {d.spec!r} gives images of shape {tuple(first.shape)}, but the run expects "
+                          f"{want} (data.channels {d.channels}, data.size {d.size})")
+    try:
+        check_data(torch.zeros(1, *want), diffusion.basis)
+    except ValueError as e:
+        raise ConfigError(f"invalid run {config.name!r}: the data are {'×'.join(map(str, want))} (data.size, "
+                          f"data.channels) but basis {config.basis} does not take them: {e}") from e
+
+
+@torch.no_grad()
+def sample_run(run: Run, n: int, sampling: SamplingConfig | None = None, *, model: nn.Module | None = None,
+               generator=None, device=None, batch_size: int | None = None, callback: Callable | None = None,
+               progress: bool = False, requested: bool = False) -> Tensor:
+    """``n`` samples of the run (pixel space, on the CPU): the one sampling path.
+
+    Args:
+        run: the built run.
+        n: how many samples.
+        sampling: sampler, steps, clamp and options (default the run's own, :func:`sampling_config`).
+        model: the network to sample (default ``run.model``; the trainer passes its EMA).
+        generator: one generator for all batches (reproducible); ``device``: where to sample.
+        batch_size: samples per network call (default all ``n`` at once).
+        callback: the sampler's per-step callback (``{"i", "x", "x0"}``, pixel space).
+        requested: ``sampling.steps`` was asked for by the user (a walk-every-step sampler then
+            refuses a number other than its N instead of ignoring it).
+    """
+    from .loading import sampling_steps
+    s = sampling or sampling_config(run.config)
+    d = run.diffusion
+    steps = sampling_steps(s.sampler, s.steps, d.last_train_step, requested=requested)
+    check_sampler_options(s.sampler, s.options)
+    clip = run.config.data.value_range if s.clip else None
+    model = run.model if model is None else model
+    out, batch = [], batch_size or n
+    for k in range(0, n, batch):
+        x = d.sample(model, (min(batch, n - k), *run.sample_shape), sampler=s.sampler, steps=steps,
+                     generator=generator, device=device, progress=progress, prior=run.prior, clip_x0=clip,
+                     callback=callback, **s.options)
+        out.append(x.cpu())
+    return torch.cat(out)
