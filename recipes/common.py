@@ -37,8 +37,8 @@ from gendiff.registry import import_object  # noqa: E402
 from gendiff.schedules import SCHEDULES  # noqa: E402
 from gendiff.schedules.speed import SPEEDS  # noqa: E402
 from gendiff.samplers import SAMPLERS  # noqa: E402
-from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirError, RunLock,  # noqa: E402
-                              TrainConfig, Trainer, check_run_name, hold_run_dir)
+from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirError,  # noqa: E402
+                              TrainConfig, Trainer, check_run_name)
 from gendiff.data.lsun import LMDBError  # noqa: E402
 from threads import set_threads  # noqa: E402,F401  (the recipes' thread policy)
 from gendiff.training.config import ConfigError  # noqa: E402
@@ -498,53 +498,28 @@ def check_fabric(fc: FabricConfig) -> None:
                           f"--num-nodes {fc.num_nodes} --precision {fc.precision}: {e}") from None
 
 
-def _launching_rank() -> bool:
-    """True in the process that starts a run (rank 0 before Fabric launches, or a single process).
-
-    Fabric's subprocess launcher and torchrun start the other ranks with RANK/LOCAL_RANK/NODE_RANK
-    set; those must neither check nor lock the folder rank 0 already holds.
-    """
-    return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
-
-
-def claim(config: RunConfig, args) -> RunLock | None:
-    """Lock ``<out>/<name>`` and check it fits --resume/--overwrite; None on the other ranks."""
-    if not _launching_rank():
-        return None
-    return hold_run_dir(Path(config.out_dir) / config.name, resume=args.resume,
-                        overwrite=getattr(args, "overwrite", False))
-
-
 def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | None:
     """Train (resuming if asked), then draw the trajectory and the sample grid; print where all went.
 
     ``config`` is the recipe's run; the component flags and ``--config`` are applied to it
     first (:func:`configure`). Before any work: the torch thread count is set on CPU
-    (:func:`set_threads`), the run is checked (:func:`check_run`), its folder locked and claimed
-    (an existing run needs --resume or --overwrite; --resume needs a checkpoint).
+    (:func:`set_threads`) and the run is built and checked (:func:`check_run`); then the trainer,
+    the one owner of the run folder, locks and claims it (an existing run needs --resume or
+    --overwrite; --resume needs a checkpoint).
     """
     config = configure(config, args)
     accelerator = config.fabric.accelerator
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu:
         set_threads(getattr(args, "threads", None))
-    built = check_run(config)
-    lock = claim(config, args)
-    try:
-        return _train(built, args, full_size_hint)
-    finally:
-        if lock is not None:
-            lock.release()
+    return _train(check_run(config), args, full_size_hint)
 
 
 def _train(built: Run, args, full_size_hint: str | None) -> Path | None:
     figures = not getattr(args, "no_figures", False)
-    trainer = Trainer(built, figures=figures)
-    trainer.setup()
-    if args.resume and trainer.resume():
-        print(f"resumed {trainer.run_dir / 'last.ckpt'} at step {trainer.step}")
+    trainer = Trainer(built, figures=figures, overwrite=getattr(args, "overwrite", False))
     t0 = time.time()
-    ckpt = trainer.fit()
+    ckpt = trainer.fit(resume=args.resume)
     if trainer.interrupted:
         raise SystemExit(f"stopped by a signal at step {trainer.step}; checkpoint {ckpt}; continue with: "
                          f"python {sys.argv[0]} {' '.join(a for a in sys.argv[1:] if a != '--resume')} --resume")

@@ -652,7 +652,8 @@ def test_a_run_started_from_python_never_writes_over_another_run(tmp_path):
     assert ckpt_step(run / "last.ckpt") == 4
     Trainer(tiny_run(tmp_path, steps=2), overwrite=True).fit()  # ... overwrite starts it over
     assert ckpt_step(run / "last.ckpt") == 2
-    assert not RunLock.held_by_this_process(run)  # the lock lasts as long as fit()
+    with RunLock(run):  # the lock lasts as long as fit(): free again
+        pass
 
 
 def test_a_run_started_from_python_is_refused_while_another_process_trains_there(tmp_path):
@@ -687,7 +688,6 @@ def test_a_fit_that_fails_before_training_releases_the_lock(tmp_path, monkeypatc
     monkeypatch.setattr(tr, "_loader", lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         tr.fit()
-    assert not RunLock.held_by_this_process(tmp_path / "run")
     with RunLock(tmp_path / "run"):  # free for anyone, this process included
         pass
     monkeypatch.undo()
@@ -695,13 +695,11 @@ def test_a_fit_that_fails_before_training_releases_the_lock(tmp_path, monkeypatc
     assert ckpt_step(tmp_path / "run" / "last.ckpt") == 2
 
 
-def test_the_lock_bookkeeping_survives_a_chdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    lock = RunLock("run").acquire()
-    monkeypatch.chdir(tmp_path / "run")
-    assert RunLock.held_by_this_process(tmp_path / "run")
-    lock.release()
-    assert not RunLock.held_by_this_process(tmp_path / "run")
+def test_a_second_lock_in_the_same_process_is_refused(tmp_path):
+    """flock is per open file: two trainers of one process cannot share a run folder either."""
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunDirError, match=f"in use by process {os.getpid()}"):
+            RunLock(tmp_path / "run").acquire()
 
 
 def test_a_refused_claim_leaves_no_folders_behind(tmp_path):
@@ -896,9 +894,8 @@ def test_recipe_refusals_before_any_work(recipes_importable, tmp_path):
     with pytest.raises(ValueError, match=r"d_min must be in \(0, 1\).*got 0.0"):  # the library's own check
         BlurringDiffusionSchedule(d_min=0.0)
     # --resume with no checkpoint is an error, and leaves no folder behind
-    args = lsun_blur.parse_args(["--resume", "--out", str(tmp_path), "--name", "none"])
     with pytest.raises(RunDirError, match="nothing to resume"):
-        common.claim(lsun_blur.build_config(args), args)
+        lsun_blur.main(["--resume", "--out", str(tmp_path), "--name", "none", "--threads", "1"])
     assert not (tmp_path / "none").exists() and sorted(tmp_path.iterdir()) == []
 
 

@@ -6,8 +6,8 @@
   overwrite it; resuming needs something to resume.
 * :class:`RunLock` — a locked file naming the owner's pid keeps a second process out; the lock of
   a process that is gone (a killed run) is taken over.
-* :func:`hold_run_dir` — what ``Trainer.fit`` does itself, so a run started from Python gets the
-  same protection as one started by a recipe.
+* :func:`hold_run_dir` — what ``Trainer.fit``, the one owner of a run folder, does before it
+  writes anything, for recipes and Python alike.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import ClassVar
 
 from gendiff.files import NOFOLLOW
 
@@ -138,17 +137,9 @@ class RunLock:
     Where ``fcntl`` is missing (Windows) the pid in the file is checked instead.
     """
 
-    _held_here: ClassVar[set[Path]] = set()  # lock files this process holds (flock is per open file)
-
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / LOCK_NAME
-        self._key = self.path.resolve()  # once: a later chdir must not change which entry is ours
         self._fd: int | None = None
-
-    @classmethod
-    def held_by_this_process(cls, run_dir: str | Path) -> bool:
-        """True while a RunLock of this process holds ``run_dir`` (a second flock would refuse us)."""
-        return (Path(run_dir) / LOCK_NAME).resolve() in cls._held_here
 
     def acquire(self) -> "RunLock":
         try:
@@ -179,7 +170,6 @@ class RunLock:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
-        RunLock._held_here.add(self._key)
         return self
 
     def _refuse(self, owner: str) -> None:
@@ -197,7 +187,6 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the file stays (unlinking it would race)
             self._fd = None
-            RunLock._held_here.discard(self._key)
 
     @property
     def held(self) -> bool:
@@ -214,9 +203,7 @@ def hold_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool =
                  check: bool = True) -> RunLock | None:
     """Lock ``run_dir`` for training and check it with :func:`claim_run_dir`, before any writing.
 
-    Recipes call it with their ``--resume``/``--overwrite`` flags; ``Trainer.fit`` calls it too, so
-    a run started from Python is protected the same way (when this process already holds the
-    lock, a recipe did both, and nothing more is done).
+    ``Trainer.fit`` calls it — the one owner of a run folder, for recipes and Python alike.
 
     Args:
         run_dir: the run folder; it and its missing parents are created for the lock file and
@@ -225,10 +212,8 @@ def hold_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool =
         check: False only locks (a trainer continuing the run it loaded from this folder).
 
     Returns:
-        the lock taken (release it when training ends), or None when this process held it already.
+        the lock taken (release it when training ends).
     """
-    if RunLock.held_by_this_process(run_dir):
-        return None
     run_dir = check_run_place(run_dir)
     made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
     lock = RunLock(run_dir).acquire()

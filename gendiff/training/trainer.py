@@ -113,6 +113,7 @@ class Trainer:
         self._stop_signal: int | None = None  # set by the handler on this rank
         self._stopped = False  # any rank got a signal and fit() stopped early
         self._is_setup = False
+        self.resumed_at: int | None = None  # the step resume() continued from
 
     def setup(self) -> None:
         """Data first (a bad path fails before the model is built), then model, EMA, optimizer."""
@@ -156,7 +157,7 @@ class Trainer:
             self.raw_model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.step = int(state["step"])
+            self.step = self.resumed_at = int(state["step"])
             set_rng_state(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {path} does not fit this run: {type(e).__name__}: "
@@ -172,15 +173,22 @@ class Trainer:
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=t.num_workers)
         return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
-    def fit(self) -> Path:
+    def fit(self, resume: bool = False) -> Path:
         """Train to ``config.train.steps`` (calling :meth:`setup` first if needed); returns the
-        last checkpoint's path. The run folder is locked while it runs, and a fresh start may not
-        write over another run's files (see ``overwrite``)."""
+        last checkpoint's path. The trainer is the one owner of its run folder: it is locked while
+        this runs, a fresh start may not write over another run's files (see ``overwrite``), and
+        ``resume`` continues ``run_dir/last.ckpt`` (which must exist; recipes' ``--resume``)."""
         if not self._is_setup:
             self.setup()
-        lock = _hold_run_dir(self.fabric, self.run_dir, overwrite=self.overwrite, check=not self._owns_run_dir)
-        self._owns_run_dir = True
+        owned = self._owns_run_dir
+        lock = _hold_run_dir(self.fabric, self.run_dir, resume=resume and not owned, overwrite=self.overwrite,
+                             check=not owned)
         try:
+            if resume and not owned:
+                self.resume()
+                if self.fabric.is_global_zero:
+                    print(f"resumed {self.run_dir / 'last.ckpt'} at step {self.step}", flush=True)
+            self._owns_run_dir = True
             self._fit()
         finally:
             if lock is not None:
@@ -328,7 +336,7 @@ def _last_good(run_dir: Path) -> str:
     return f"There is no good checkpoint: {last} fails verification"
 
 
-def _hold_run_dir(fabric: Fabric, run_dir: Path, *, overwrite: bool, check: bool) -> RunLock | None:
+def _hold_run_dir(fabric: Fabric, run_dir: Path, *, resume: bool, overwrite: bool, check: bool) -> RunLock | None:
     """Rank 0 locks ``run_dir`` and, with ``check``, makes sure it holds no other run unless
     ``overwrite`` (:func:`~gendiff.training.rundir.hold_run_dir`). Any error there stops every
     rank: the others would otherwise wait for rank 0 in the first collective. Returns rank 0's
@@ -336,7 +344,7 @@ def _hold_run_dir(fabric: Fabric, run_dir: Path, *, overwrite: bool, check: bool
     lock = error = None
     if fabric.is_global_zero:
         try:
-            lock = hold_run_dir(run_dir, overwrite=overwrite, check=check)
+            lock = hold_run_dir(run_dir, resume=resume, overwrite=overwrite, check=check)
         except Exception as e:
             if fabric.world_size == 1:
                 raise
