@@ -90,6 +90,9 @@ def call_model(model: Callable, x: Tensor, i: Tensor, finite: bool = True) -> Te
 
 def check_shape(shape: Sequence[int], dtype: torch.dtype, basis) -> tuple[int, ...]:
     """``shape`` as a tuple, or a clear error when it is not (B, C, H, W) for this basis."""
+    if not all(isinstance(n, int) and not isinstance(n, bool) or torch.is_tensor(n) and n.dtype in
+               (torch.int32, torch.int64) and n.numel() == 1 for n in shape):
+        raise TypeError(f"shape must be integers (B, C, H, W), got {tuple(shape)}")
     shape = tuple(int(n) for n in shape)
     h, w = basis.shape
     if len(shape) != 4 or shape[2:] != (h, w) or min(shape) < 1:

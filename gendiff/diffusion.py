@@ -58,7 +58,10 @@ class Diffusion:
         if check_basis:
             basis.check_orthonormal()
         self.basis, self.schedule = basis, schedule
-        self.parameterization = parameterization or EpsPrediction()
+        if parameterization is not None and not isinstance(parameterization, Parameterization):
+            raise TypeError(f"parameterization must be a gendiff Parameterization (e.g. EpsPrediction()), got "
+                            f"{type(parameterization).__name__}")
+        self.parameterization = EpsPrediction() if parameterization is None else parameterization
         self.last_train_step = int(check_step_range(schedule.N if last_train_step is None else last_train_step,
                                                     1, schedule.N, "last_train_step"))
         self.check_finite = bool(check_finite)
@@ -269,6 +272,8 @@ def denoiser(d: Diffusion, model: Model, batch: int, coef: Coefficients,
 def check_sampling(d: Diffusion, grid: list[int], clip_x0, dtype: torch.dtype) -> None:
     """Refuse a reversed clamp range; warn on low precision and on steps the model never saw."""
     if clip_x0 is not None:
+        if not (isinstance(clip_x0, (tuple, list)) and len(clip_x0) == 2):
+            raise TypeError(f"clip_x0 must be a range (lo, hi), e.g. (-1.0, 1.0), or None; got {clip_x0!r}")
         lo, hi = (float(v) for v in clip_x0)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"clip_x0 must be a finite range (lo, hi) with lo < hi, got {tuple(clip_x0)}")

@@ -168,6 +168,11 @@ class Parameterization(ABC):
         return {"name": PARAMETERIZATIONS.name_of(type(self))}
 
 
+# Set once the base exists: a component by import path must be a Parameterization, so
+# `--parameterization collections:OrderedDict` is refused instead of training with ε.
+PARAMETERIZATIONS.base = Parameterization
+
+
 class EpsPrediction(Parameterization):
     """The network predicts ε (pixel space) — the paper's choice, Eq. 16–18.
 

@@ -38,7 +38,16 @@ def generator_device(generator: Generators) -> torch.device | None:
     """The device the generator(s) draw on (None without one)."""
     if generator is None:
         return None
+    _check_kind(generator)
     return (generator if isinstance(generator, torch.Generator) else generator[0]).device
+
+
+def _check_kind(generator) -> None:
+    if isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, (list, tuple)) or not generator:
+        raise TypeError("generator must be a torch.Generator or a non-empty list of them (one per sample), e.g. "
+                        f"torch.Generator().manual_seed(0); got {type(generator).__name__} {generator!r:.40}")
 
 
 def check_generator(generator: Generators, device: torch.device, batch: int | None = None) -> None:
@@ -49,6 +58,7 @@ def check_generator(generator: Generators, device: torch.device, batch: int | No
     """
     if generator is None:
         return
+    _check_kind(generator)
     gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
     if not all(isinstance(g, torch.Generator) for g in gens):
         raise TypeError("generator must be a torch.Generator or a list of them (one per sample), got "

@@ -298,7 +298,8 @@ def model_dict(args, channels: int, default: str = "small") -> dict:
     """The chosen UNet preset sized for ``--size`` and ``channels``, as a config dict (a custom
     ``--model`` replaces it in :func:`configure`)."""
     m = MODELS[args.model or default]
-    return asdict(replace(m, image_size=args.size, in_channels=channels, out_channels=channels))
+    with flag_errors("--size, --model"):  # a UNetConfig checks that its sizes fit together
+        return asdict(replace(m, image_size=args.size, in_channels=channels, out_channels=channels))
 
 
 # The embedded CPU demo: sized so 2 cores finish in minutes (issue 5's measurements).

@@ -93,6 +93,11 @@ def parse_args(argv=None):
     add_run_args(p, DEMO_TRAIN, name="table1-small, the table's folder under --out",
                  shown={"steps": per_set["train_steps"], "batch_size": per_set["batch_size"]})
     args = p.parse_args(argv)
+    fixed = [f"--{f}" for f in ("size", "channels", "config") if getattr(args, f, None) is not None]
+    if fixed:  # the rows' data shape is the table's, per dataset
+        p.error(f"{', '.join(fixed)}: the table fixes each dataset's size and channels "
+                f"({', '.join(f'{d}: {s.size}×{s.size}, 1 channel' for d, s in DATASETS.items())}); "
+                "train other shapes with lsun_blur.py")
     # the table is a folder of runs: --out/--name names it (default runs/table1-small)
     args.out = str(Path(args.out, args.name or "table1-small"))
     return args

@@ -53,6 +53,9 @@ def build_dataset(spec: str | os.PathLike, split: str = "train", size: int | Non
     """
     name = str(spec)
     if name in EMBEDDED:
+        if Path(name).exists():  # a folder of the user's named like an embedded set: say which is meant
+            raise ValueError(f"dataset {name!r} is both an embedded dataset and a path here; pass ./{name} for "
+                             f"the path, or run elsewhere for the embedded {name!r}")
         return embedded_dataset(name, split=split, size=size, value_range=value_range)
     path = Path(name).expanduser()
     if not path.exists():

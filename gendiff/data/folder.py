@@ -29,11 +29,28 @@ _MODES = {1: "L", 3: "RGB"}
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit grayscale (PNG/TIFF) to 8-bit "L" by scaling; PIL's convert() would clip at 255."""
-    if img.mode.startswith("I;16") or img.mode == "I":
-        arr = np.asarray(img, dtype=np.float64) / 257.0  # 65535 -> 255
-        return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
-    return img
+    """Grayscale of more than 8 bits to 8-bit "L" by scaling; PIL's convert() would clip at 255
+    (a float image in [0, 1] came out black, a 32-bit one white).
+
+    - "I;16…" (16-bit PNG/TIFF): / 257.
+    - "I" (32-bit integer): values ≤ 255 are 8-bit data, ≤ 65535 16-bit data; above, refused.
+    - "F" (32-bit float): values in [0, 1] are scaled by 255; others refused (no range to assume).
+    """
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img
+    arr = np.asarray(img, dtype=np.float64)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if img.mode == "F":
+        if not (np.isfinite(arr).all() and lo >= 0.0 and hi <= 1.0):
+            raise ValueError(f"a 32-bit float image must hold values in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
+                             "convert it to 8- or 16-bit")
+        arr = arr * 255.0
+    elif img.mode.startswith("I;16") or (img.mode == "I" and hi > 255):
+        if hi > 65535 or lo < 0:
+            raise ValueError(f"a 32-bit integer image must hold 8- or 16-bit values, got [{lo:.0f}, {hi:.0f}]; "
+                             "convert it to 8- or 16-bit")
+        arr = arr / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
 
 
 def pil_to_tensor(img: Image.Image, size: int, channels: int,

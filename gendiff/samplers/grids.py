@@ -4,6 +4,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Sequence
 
+import math
+
 import numpy as np
 
 
@@ -41,9 +43,11 @@ def make_grid(N: int, steps: int, kind: str = "uniform") -> list[int]:
 
 def check_grid(timesteps: Sequence[int], N: int) -> list[int]:
     """Return the grid as ints, or raise ValueError saying what is wrong with it."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) or hasattr(v, "item") for v in timesteps):
+        raise TypeError(f"timesteps must be integers, got {list(timesteps)[:8]}")
+    if not all(math.isfinite(float(v)) and float(v) == int(v) for v in timesteps):
+        raise ValueError(f"timesteps must be finite integers, got {list(timesteps)[:8]}")
     t = [int(v) for v in timesteps]
-    if any(float(v) != int(v) for v in timesteps):
-        raise ValueError(f"timesteps must be integers, got {list(timesteps)[:8]}…")
     if len(t) < 2 or t[-1] != 0:
         raise ValueError(f"timesteps must end with an explicit 0 and have at least two entries, got {t[-5:]}")
     if not 0 < t[0] <= N:

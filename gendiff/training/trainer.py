@@ -140,7 +140,13 @@ class Trainer:
         return self._stopped
 
     def save(self) -> Path:
-        return save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state())
+        """``last.ckpt``, then ``config.json`` beside it (rank 0; both atomic). The config is written
+        with the checkpoint, not at the start: a run that fails in its first step (out of memory,
+        say) leaves no run behind, so the corrected rerun needs no --overwrite."""
+        path = save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state())
+        if self.fabric.is_global_zero:
+            write_text_atomic(self.run_dir / "config.json", self.config.to_json())
+        return path
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Restore from ``path`` or ``run_dir/last.ckpt``; False when there is nothing to resume."""
@@ -224,9 +230,8 @@ class Trainer:
                 log.close()
 
     def _open_run(self) -> RunLog:
-        """config.json, the forward figure, and the logs of rank 0."""
+        """The forward figure and the logs of rank 0."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.run_dir / "config.json", self.config.to_json())
         if self.figures:
             x0 = torch.stack([self.dataset[k] for k in range(min(6, len(self.dataset)))])
             forward_strip(self.diffusion, x0, self.run_dir / "forward.png",
