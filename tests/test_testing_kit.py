@@ -218,7 +218,8 @@ def test_builtin_samplers_are_near_the_monte_carlo_floor(refs):
     assert refs["dpm++2m"] < 2 / 1024 and max(refs.values()) < 10 / 1024, refs
 
 
-@pytest.mark.parametrize("sampler,opts", [("ddim", {"eta": 0.5}), ("ancestral", {}), ("dpm++2m", {})])
+@pytest.mark.parametrize("sampler,opts", [("ddim", {"eta": 0.5}), ("ancestral", {}), ("dpm++2m", {}),
+                                          ("dpm++3m", {}), ("unipc", {})])
 def test_builtin_samplers_pass(sampler, opts, refs):
     testing.check_sampler(sampler, references=refs, **opts)
 
