@@ -69,6 +69,7 @@ class Diffusion:
         if validate:
             schedule.validate(self._rates)
         self._coefs: dict[tuple[torch.device, torch.dtype], Coefficients] = {}
+        self._grids: dict[tuple[str, int, int], list[int]] = {}  # a log-SNR grid reads all N steps
 
     @property
     def N(self) -> int:
@@ -98,6 +99,14 @@ class Diffusion:
         """(a_i, s_i), float64, shape (B, 1, H, W) for i of shape (B,) (Eq. 7)."""
         i = check_step_range(i, 0, self.N, "marginal")
         return self.schedule.marginal(i, self._rates.to(torch.as_tensor(i).device))
+
+    def log_snr(self, i: Tensor) -> Tensor:
+        """λ_i = log(a_i/s_i) per coordinate, float64, shape (B, 1, H, W) for i of shape (B,);
+        from log a, so finite where a_i underflows (+∞ at i = 0). Step grids placed by the
+        schedule read it (``gendiff.samplers.grids``)."""
+        i = check_step_range(i, 0, self.N, "log_snr")
+        rates = self._rates.to(torch.as_tensor(i).device)
+        return self.schedule.log_a(i, rates) - 0.5 * self.schedule.s2(i, rates).clamp_min(0).log()
 
     def transition(self, i: Tensor) -> tuple[Tensor, Tensor]:
         """(r_i, σ_i²) of q(x̄_i | x̄_{i−1}) = N(r_i x̄_{i−1}, σ_i²), float64, for i ≥ 1.
@@ -188,7 +197,10 @@ class Diffusion:
         start = self.last_train_step if start is None else int(check_step_range(start, 1, self.N, "start"))
         if steps is not None:
             check_step_count(steps, start)
-        return make_grid(start, steps or spec.steps or start, spec.grid)
+        key = (spec.grid, start, steps or spec.steps or start)
+        if key not in self._grids:
+            self._grids[key] = make_grid(*key[1:], key[0], self.log_snr)
+        return list(self._grids[key])
 
     def _sampler(self, name: str):
         """The registered :class:`Sampler` ``name``, or the one at the import path ``name``."""

@@ -1,5 +1,6 @@
 """diffusers interop (the optional extra): the step correspondence i = t + 1, the schedules, the
-UNet adapter, and gendiff's dpm++2m against diffusers' DPMSolverMultistepScheduler.
+UNet adapter, and gendiff's dpm++2m, dpm++3m and unipc against diffusers' DPMSolverMultistepScheduler
+and UniPCMultistepScheduler.
 
 Nothing is downloaded: the UNet is built from a config with random weights.
 """
@@ -78,25 +79,26 @@ def test_adapter_refuses_learned_variance():
         DiffusersUNet(unet)
 
 
-def diffusers_dpmpp2m(model_t, x_T, sched):
-    """diffusers' own loop: ε from the model at each of its timesteps, then scheduler.step."""
+def diffusers_dpmpp2m(model_t, x_T, sched, stop=None):
+    """diffusers' own loop: ε from the model at each of its timesteps, then scheduler.step
+    (``stop``: that many steps only)."""
     x = x_T.clone()
     with torch.no_grad():
-        for t in sched.timesteps:
+        for t in sched.timesteps[:stop]:
             x = sched.step(model_t(x, t), t, x).prev_sample
     return x
 
 
-def gendiff_dpmpp2m(model_i, x_T, sched):
+def gendiff_dpmpp2m(model_i, x_T, sched, sampler="dpm++2m", **opts):
     d = Diffusion(IdentityBasis(tuple(x_T.shape[-2:])), schedule_from_scheduler(sched))
     grid = timesteps_to_grid(sched.timesteps.tolist())  # i = t + 1, then the data at 0
-    return d.sample(model_i, x_T.shape, sampler="dpm++2m", timesteps=grid, progress=False,
-                    prior=lambda *_: x_T.clone())  # start both from the same x_T
+    return d.sample(model_i, x_T.shape, sampler=sampler, timesteps=grid, progress=False,
+                    prior=lambda *_: x_T.clone(), **opts)  # start both from the same x_T
 
 
-def scheduler(steps=None, timesteps=None, **kw):
-    sched = diffusers.DPMSolverMultistepScheduler(beta_schedule="linear", algorithm_type="dpmsolver++",
-                                                  solver_order=2, **kw)
+def scheduler(steps=None, timesteps=None, kind="DPMSolverMultistepScheduler", **kw):
+    kw = {"algorithm_type": "dpmsolver++", "solver_order": 2, **kw} if kind == "DPMSolverMultistepScheduler" else kw
+    sched = getattr(diffusers, kind)(beta_schedule="linear", **kw)
     sched.set_timesteps(steps) if timesteps is None else sched.set_timesteps(timesteps=timesteps)
     return sched
 
@@ -148,3 +150,64 @@ def test_sigma_min_final_step_is_a_documented_difference():
     ours = gendiff_dpmpp2m(lambda x, i: eps(x, i - 1), X_T, same)
     assert float((ours - diffusers_dpmpp2m(eps, X_T, same)).abs().max()) < 1e-5
     assert float((ours - diffusers_dpmpp2m(eps, X_T, differ)).abs().max()) > 1e-3
+
+
+# gendiff sampler and options ↔ the diffusers scheduler config it equals
+HIGHER = {
+    "dpm++3m": ("dpm++3m", {}, dict(solver_order=3)),
+    "unipc-2": ("unipc", {"order": 2, "endpoint": "x0"}, dict(kind="UniPCMultistepScheduler", solver_order=2)),
+    "unipc-3": ("unipc", {"order": 3, "endpoint": "x0"}, dict(kind="UniPCMultistepScheduler", solver_order=3)),
+    "unip-3 (no corrector)": ("unipc", {"order": 3, "corrector": False, "endpoint": "x0"},
+                              dict(kind="UniPCMultistepScheduler", solver_order=3, disable_corrector=list(range(30)))),
+}
+
+
+@pytest.mark.parametrize("steps", [8, 14, 15, 25])  # diffusers' order rule for 3M changes at 15 steps
+@pytest.mark.parametrize("case", sorted(HIGHER))
+def test_higher_order_solvers_match_diffusers_with_a_linear_model(case, steps):
+    name, opts, config = HIGHER[case]
+    sched = scheduler(steps=steps, **config)
+    eps = linear_eps(sched)
+    theirs = diffusers_dpmpp2m(eps, X_T, sched)
+    ours = gendiff_dpmpp2m(lambda x, i: eps(x, i - 1), X_T, sched, name, **opts)
+    assert float((ours - theirs).abs().max()) < 1e-5
+    assert 0.1 < float(ours.std()) < 1.0
+
+
+@pytest.mark.parametrize("case", sorted(HIGHER))
+def test_higher_order_solvers_match_diffusers_with_a_unet(case):
+    name, opts, config = HIGHER[case]
+    sched, unet = scheduler(steps=10, **config), tiny_unet()
+    theirs = diffusers_dpmpp2m(lambda x, t: unet(x, t).sample, X_T, sched)
+    ours = gendiff_dpmpp2m(DiffusersUNet(unet), X_T, sched, name, **opts)
+    err = float((ours - theirs).abs().max() / theirs.abs().max())
+    assert err < 1e-5, err
+
+
+def test_unipc_bh1_matches_diffusers_up_to_its_last_step():
+    """diffusers' bh1 divides by B(h) = h = ∞ on its last step to σ = 0 and returns NaN; every state
+    before it equals ours (and ours ends at x̂_0, finite)."""
+    make = lambda: scheduler(steps=10, kind="UniPCMultistepScheduler", solver_order=3, solver_type="bh1")  # noqa: E731
+    eps = linear_eps(make())
+    assert torch.isnan(diffusers_dpmpp2m(eps, X_T, make())).all()
+    seen = []
+    ours = gendiff_dpmpp2m(lambda x, i: eps(x, i - 1), X_T, make(), "unipc", variant="bh1", endpoint="x0",
+                           callback=lambda info: seen.append(info["x"]))
+    assert torch.isfinite(ours).all()
+    # the state ours evaluates the network at on the last step is diffusers' input to its last step
+    assert float((seen[-1] - diffusers_dpmpp2m(eps, X_T, make(), stop=-1)).abs().max()) < 1e-5
+
+
+def test_unipc_sigma2_endpoint_differs_from_diffusers_only_on_the_last_step():
+    """The default endpoint extrapolates x̂_0 to σ = 0 instead of returning it (docs/math.md):
+    every state before the last step is diffusers' one, the output is not."""
+    sched = scheduler(steps=10, kind="UniPCMultistepScheduler", solver_order=3)
+    eps = linear_eps(sched)
+    runs = {}
+    for endpoint in ("x0", "sigma2"):
+        seen = []
+        out = gendiff_dpmpp2m(lambda x, i: eps(x, i - 1), X_T, sched, "unipc", endpoint=endpoint,
+                              callback=lambda info: seen.append(info["x"]))
+        runs[endpoint] = out, torch.stack(seen)
+    assert torch.equal(runs["x0"][1], runs["sigma2"][1])
+    assert float((runs["x0"][0] - runs["sigma2"][0]).abs().max()) > 1e-3  # the last step is at t = 99

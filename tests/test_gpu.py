@@ -54,7 +54,7 @@ def test_loss_on_cuda_matches_cpu_in_distribution():
     assert abs(gpu.item() / cpu.item() - 1) < 0.03
 
 
-@pytest.mark.parametrize("sampler", ["dpm++2m", "ddim"])
+@pytest.mark.parametrize("sampler", ["dpm++2m", "ddim", "dpm++3m", "unipc"])
 def test_deterministic_sampling_on_cuda_equals_cpu(sampler):
     """Same prior draw (passed in), deterministic sampler and model: the samples must agree."""
     d, shape = blur(), (4, 3, 8, 8)

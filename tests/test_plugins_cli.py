@@ -138,15 +138,15 @@ def test_sample_and_evaluate_rebuild_the_custom_components_in_fresh_processes(tr
     res = run_py(ROOT / "recipes/sample.py", "--ckpt", ckpt, "--n", "3", "--steps", "3", "--threads", "1",
                  "--device", "cpu", "--trust-code", pythonpath=plugin)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert len(list((trained / "samples-dpm++2m-3").glob("0*.png"))) == 3
+    assert len(list((trained / "samples-unipc-3").glob("0*.png"))) == 3
     again = run_py(ROOT / "recipes/sample.py", "--ckpt", ckpt, "--n", "2", "--steps", "3", "--threads", "1",
                    "--device", "cpu", "--trust-code", pythonpath=plugin)
     assert again.returncode == 1 and "already holds samples; pass --overwrite" in again.stderr
-    assert len(list((trained / "samples-dpm++2m-3").glob("0*.png"))) == 3  # the first sampling, untouched
+    assert len(list((trained / "samples-unipc-3").glob("0*.png"))) == 3  # the first sampling, untouched
     res = run_py(ROOT / "recipes/evaluate.py", "--ckpt", ckpt, "--n", "16", "--seeds", "0", "--steps", "3",
                  "--threads", "1", "--trust-code", pythonpath=plugin)
     assert res.returncode == 0, res.stderr[-3000:]
-    metrics = json.loads((trained / "eval-dpm++2m-3" / "metrics.json").read_text())
+    metrics = json.loads((trained / "eval-unipc-3" / "metrics.json").read_text())
     assert metrics["steps"] == 3 and all(torch.isfinite(torch.tensor(v["mean"])) for v in metrics["summary"].values())
 
 

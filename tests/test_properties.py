@@ -132,7 +132,7 @@ class RandomConv(torch.nn.Module):
 
 
 SAMPLER_OPTS = [("reverse", {}), ("ancestral", {}), ("ddim", {"eta": 0.0}), ("ddim", {"eta": 1.0}),
-                ("dpm++2m", {}), ("ihdm", {})]
+                ("dpm++2m", {}), ("dpm++3m", {}), ("unipc", {}), ("ihdm", {})]
 
 
 @SLOW

@@ -161,7 +161,7 @@ def test_sample_shape_and_dtype_are_checked():
     (lambda: SpeedSchedule("cosine"), r"unknown blur speed 'cosine'; valid names: \[.*'quartic'.*\] or an import path"),
     (lambda: GaussianBlurBasis((8, 8), boundary="mirror"),
      r"unknown boundary 'mirror'; valid: \['zero', 'circular', 'reflect'\]"),
-    (lambda: make_grid(100, 5, "log"), r"unknown grid 'log'; valid: \['cubic', 'quadratic', 'uniform'\]"),
+    (lambda: make_grid(100, 5, "log"), r"unknown grid 'log'; valid: \['cubic', 'logsnr', 'quadratic', 'uniform'\]"),
     (lambda: build_model("huge"), r"unknown UNet preset 'huge'; valid names: \[.*'tiny'.*\]"),
 ])
 def test_unknown_names_list_the_valid_ones(make, match):

@@ -3,12 +3,14 @@ import pytest
 import torch
 
 from gendiff import DCTBasis, Diffusion, FourierBasis, GaussianBlurBasis, IdentityBasis, WaveletBasis
-from gendiff.oracle import gaussian_kl, oracle_model, output_variance
-from gendiff.samplers import SAMPLERS, check_grid, make_grid
-from gendiff.schedules import VPBlurSchedule
+from gendiff.oracle import gaussian_kl, linear_output_variance, oracle_model, output_variance
+from gendiff.samplers import GRIDS, SAMPLERS, check_grid, make_grid
+from gendiff.schedules import HeatDissipationSchedule, VPBlurSchedule
 
 SAMPLER_CASES = [("reverse", {}), ("ancestral", {}), ("ddim", {"eta": 0.0}), ("ddim", {"eta": 0.7}),
                  ("dpm++2m", {})]
+# the multistep solvers without a recursion in gendiff.oracle (their variance: linear_output_variance)
+MULTISTEP_CASES = [("dpm++3m", {}), ("unipc", {}), ("unipc", {"order": 2, "endpoint": "x0"})]
 
 
 def gaussian_setup(N=100):
@@ -40,6 +42,14 @@ def test_kl_to_data_decreases_with_steps(sampler, opts):
     assert kls[-1] < 0.01 * kls[0] and kls[-1] < 2e-3
 
 
+@pytest.mark.parametrize("sampler,opts", MULTISTEP_CASES)
+def test_multistep_kl_to_data_falls_with_steps(sampler, opts):
+    d, lam = gaussian_setup(N=1000)
+    kls = [gaussian_kl(linear_output_variance(d, lam, sampler, steps=k, **opts)[0], lam) for k in (5, 10, 20, 50)]
+    assert all(b < a for a, b in zip(kls, kls[1:])), kls
+    assert kls[-1] < 0.01 * kls[0] and kls[-1] < 1e-4
+
+
 def test_dpmpp_50_beats_reverse_1000_on_quartic():
     d, lam = gaussian_setup(N=1000)
     kl_rev = gaussian_kl(output_variance(d, lam, "reverse", make_grid(1000, 1000)), lam)
@@ -55,7 +65,7 @@ SCHEDS = {"ddpm": lambda: VPBlurSchedule(N=100), "vp-quartic": lambda: VPBlurSch
 
 @pytest.mark.parametrize("basis", sorted(BASES))
 @pytest.mark.parametrize("sched", sorted(SCHEDS))
-@pytest.mark.parametrize("sampler,opts", SAMPLER_CASES)
+@pytest.mark.parametrize("sampler,opts", SAMPLER_CASES + MULTISTEP_CASES + [("unipc", {"variant": "bh1"})])
 def test_every_basis_schedule_sampler_runs(basis, sched, sampler, opts):
     d = Diffusion(BASES[basis]((8, 8)), SCHEDS[sched]())
     lam = torch.full((1, 8, 8), 0.5, dtype=torch.float64)
@@ -92,11 +102,19 @@ def test_callback_schema_and_transform_count():
 
 
 def test_grids():
-    for kind in ["uniform", "quadratic", "cubic"]:
+    d = Diffusion(IdentityBasis((4, 4)), VPBlurSchedule("log", 0.6))
+    for kind in ["uniform", "quadratic", "cubic", "logsnr"]:
         for steps in (1, 7, 50, 1000):
-            g = make_grid(1000, steps, kind)
+            g = make_grid(1000, steps, kind, d.log_snr)
             assert g[0] == 1000 and g[-1] == 0 and len(g) == steps + 1
             assert all(a > b for a, b in zip(g, g[1:]))
+    # every step: the full grid, also where the log-SNR stops moving (heat dissipation's tiny
+    # schedule once merged targets at N: [4, 4, 3, 1, 0], found by tests/test_properties.py)
+    heat = Diffusion(DCTBasis((1, 2)), HeatDissipationSchedule(K=4, sigma_B_min=0.1, sigma_B_max=1.1, sigma=0.01),
+                     check_basis=False)
+    for kind in GRIDS:
+        for N in (1, 2, 4):
+            assert make_grid(N, N, kind, heat.log_snr if N == 4 else d.log_snr) == list(range(N, -1, -1))
     with pytest.raises(ValueError, match="strictly decreasing"):
         check_grid([100, 50, 50, 0], 100)
     with pytest.raises(ValueError, match="explicit 0"):
@@ -105,15 +123,15 @@ def test_grids():
         Diffusion(IdentityBasis((4, 4)), VPBlurSchedule(N=10)).sample(lambda x, i: x, (1, 1, 4, 4), sampler="euler")
 
 
-@pytest.mark.parametrize("sampler", ["dpm++2m", "ddim"])
-def test_clip_x0_bounds_the_data_prediction(sampler):
+@pytest.mark.parametrize("sampler,opts", [("dpm++2m", {}), ("ddim", {}), ("dpm++3m", {}), ("unipc", {"endpoint": "x0"})])
+def test_clip_x0_bounds_the_data_prediction(sampler, opts):
     d = Diffusion(GaussianBlurBasis((8, 8)), VPBlurSchedule("quartic", 2.0, N=100))
     wild = lambda x, i: 50 * torch.randn_like(x)  # noqa: E731  a badly wrong ε predictor
     seen = []
     x = d.sample(wild, (4, 1, 8, 8), sampler=sampler, steps=10, progress=False, clip_x0=(-1.0, 1.0),
-                 generator=torch.Generator().manual_seed(0), callback=lambda info: seen.append(info["x0"]))
+                 generator=torch.Generator().manual_seed(0), callback=lambda info: seen.append(info["x0"]), **opts)
     assert all(float(x0.abs().max()) <= 1 + 1e-5 for x0 in seen)
     assert float(x.abs().max()) <= 1 + 1e-5  # the last deterministic step returns x̂_0
     free = d.sample(wild, (4, 1, 8, 8), sampler=sampler, steps=10, progress=False,
-                    generator=torch.Generator().manual_seed(0))
+                    generator=torch.Generator().manual_seed(0), **opts)
     assert float(free.abs().max()) > 2

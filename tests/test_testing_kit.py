@@ -299,7 +299,8 @@ def test_builtin_references_are_exact_where_deterministic(refs):
     assert refs["dpm++2m"] < 1e-3 < refs["ancestral"]  # far below the Monte-Carlo floor 1/n that hid it
 
 
-@pytest.mark.parametrize("sampler,opts", [("ddim", {"eta": 0.5}), ("ancestral", {}), ("dpm++2m", {})])
+@pytest.mark.parametrize("sampler,opts", [("ddim", {"eta": 0.5}), ("ancestral", {}), ("dpm++2m", {}),
+                                          ("dpm++3m", {}), ("unipc", {})])
 def test_builtin_samplers_pass(sampler, opts, refs):
     testing.check_sampler(sampler, references=refs, **opts)
 

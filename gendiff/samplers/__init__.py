@@ -12,10 +12,11 @@ from typing import Callable
 from gendiff.registry import Registry
 
 from .ddim import sample_ddim
-from .dpm_solver import sample_dpmpp_2m
+from .dpm_solver import sample_dpmpp_2m, sample_dpmpp_3m
 from .ihdm import sample_ihdm
-from .grids import GRIDS, check_grid, make_grid, power_grid, uniform_grid
+from .grids import GRIDS, check_grid, logsnr_grid, make_grid, power_grid, uniform_grid
 from .stochastic import sample_ancestral, sample_reverse
+from .unipc import sample_unipc
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ SAMPLERS.register("ancestral", Sampler(sample_ancestral, "uniform", 100))
 SAMPLERS.register("ddim", Sampler(sample_ddim, "uniform", 50))
 # cubic measured best from 15 to 50 steps on every schedule in benchmarks/samplers.py
 SAMPLERS.register("dpm++2m", Sampler(sample_dpmpp_2m, "cubic", 50))
+SAMPLERS.register("dpm++3m", Sampler(sample_dpmpp_3m, "logsnr", 25))
+# UniPC-3 on the schedule's log-SNR grid: the fewest evaluations on every schedule (docs/benchmarks.md)
+SAMPLERS.register("unipc", Sampler(sample_unipc, "logsnr", 20))
 SAMPLERS.register("ihdm", Sampler(sample_ihdm, "uniform", None))
 
 
@@ -58,6 +62,6 @@ def check_sampler_options(sampler: str, options: dict) -> dict:
     return options
 
 
-__all__ = ["SAMPLERS", "Sampler", "sampler_options", "check_sampler_options", "GRIDS", "check_grid", "make_grid",
-           "power_grid", "uniform_grid", "sample_reverse", "sample_ancestral", "sample_ddim",
-           "sample_dpmpp_2m", "sample_ihdm"]
+__all__ = ["SAMPLERS", "Sampler", "sampler_options", "check_sampler_options", "GRIDS", "check_grid",
+           "make_grid", "power_grid", "uniform_grid", "logsnr_grid", "sample_reverse", "sample_ancestral",
+           "sample_ddim", "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_unipc", "sample_ihdm"]
