@@ -10,8 +10,6 @@ import math
 from functools import partial
 from typing import Callable, Sequence
 
-import math
-
 import numpy as np
 import torch
 
