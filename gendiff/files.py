@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # Windows has none; its symlinks need privileges to make
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+SAMPLES_MANIFEST = ".gendiff-samples.json"  # the files recipes/sample.py wrote in a folder  # Windows has none; its symlinks need privileges to make
 
 
 def _clear(path: Path) -> None:

@@ -234,7 +234,7 @@ def add_run_args(p: argparse.ArgumentParser, train: TrainConfig | None = None, n
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue from <out>/<name>/last.ckpt (must exist)")
     start.add_argument("--overwrite", action="store_true",
-                       help="start over in an existing run folder (its last.ckpt and metrics.csv are removed)")
+                       help="start over in an existing run folder (the old run is moved into <run>/replaced-<time>/)")
     p.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     p.add_argument("--trust-code", action="store_true",
                    help="let --config (and the run --resume continues) import the custom components "
@@ -520,15 +520,13 @@ def _train(built: Run, args, full_size_hint: str | None) -> Path | None:
     figures = not getattr(args, "no_figures", False)
     trainer = Trainer(built, figures=figures, overwrite=getattr(args, "overwrite", False))
     t0 = time.time()
-    ckpt = trainer.fit(resume=args.resume)
+    ckpt = trainer.fit(resume=args.resume, finish=_end_figures if figures else None)
     if trainer.interrupted:
         raise SystemExit(f"stopped by a signal at step {trainer.step}; checkpoint {ckpt}; continue with: "
                          f"python {sys.argv[0]} {' '.join(a for a in sys.argv[1:] if a != '--resume')} --resume")
     if not trainer.fabric.is_global_zero:
         return None
     print(f"trained {trainer.step} steps in {time.time() - t0:.0f} s")
-    if figures:
-        _end_figures(trainer)
     report(trainer.run_dir, ckpt, full_size_hint, figures, trust_code=bool(imported_code(trainer.config)))
     return trainer.run_dir
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -28,14 +29,15 @@ from common import HelpFormatter, component, int_at_least, json_object, set_thre
 
 from gendiff.data import EMBEDDED, build_dataset  # noqa: E402
 from gendiff.figures import save_grid  # noqa: E402
-from gendiff.files import write_text_atomic  # noqa: E402
+from gendiff.data.folder import decode_image, pil_to_tensor  # noqa: E402
+from gendiff.files import SAMPLES_MANIFEST as MANIFEST, write_text_atomic  # noqa: E402
 from gendiff.likelihood import bounds, check_gaussian_prior  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
 from gendiff.metrics.fid import WeightsHashError  # noqa: E402
 from gendiff.samplers import SAMPLERS  # noqa: E402
 from gendiff.samplers import check_sampler_options  # noqa: E402
 from gendiff.training import open_run, sampling_steps, steps_taken  # noqa: E402
-from gendiff.training.run import SamplingConfig, sample_run  # noqa: E402
+from gendiff.training.run import SamplingConfig, sample_run, sampling_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -129,7 +131,7 @@ def held_out(spec, size: int, value_range, channels: int, limit: int = 10_000) -
     bedroom's 3M images would not fit in memory)."""
     try:
         ref = build_dataset(spec, "test" if str(spec) in EMBEDDED else "train", size, value_range, channels)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: --ref: {e}") from None
     idx = range(len(ref)) if len(ref) <= limit else np.linspace(0, len(ref) - 1, limit).round().astype(int)
     return torch.stack([ref[int(k)] for k in idx])
@@ -148,12 +150,16 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
                         sampler_options: dict | None = None) -> dict:
     run = open_run(ckpt, trust_code=trust_code)  # built once for every seed
     config, diffusion, model = run.config, run.diffusion, run.model
-    d, sampler = config.data, sampler or config.train.sampler
-    sampling = SamplingConfig(sampler, steps, config.train.clip_x0, dict(sampler_options or {}))
+    asked = steps is not None
+    own = sampling_config(config)  # the run's own sampler, steps and options, unless asked otherwise
+    if sampler and sampler != own.sampler:
+        own = SamplingConfig(sampler, None, own.clip, {})
+    sampling = SamplingConfig(own.sampler, steps or own.steps, own.clip, own.options | dict(sampler_options or {}))
+    d, sampler, steps = config.data, sampling.sampler, sampling.steps
     try:  # checked before any sampling: a step count this sampler would ignore is refused
         check_sampler_options(sampler, sampling.options)
         first = diffusion.last_train_step  # where the grid starts
-        steps_run = steps_taken(sampling_steps(sampler, steps, first, requested=steps is not None), first)
+        steps_run = steps_taken(sampling_steps(sampler, steps, first, requested=asked), first)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     if ref_spec is None and str(d.spec) not in EMBEDDED:
@@ -165,7 +171,7 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
     out.mkdir(parents=True, exist_ok=True)
     per_seed, first = [], None
     for seed in seeds:
-        x = draw_samples(run, n, seed, sampling, batch_size, requested=steps is not None)
+        x = draw_samples(run, n, seed, sampling, batch_size, requested=asked)
         first = x if first is None else first
         per_seed.append({"seed": seed, **image_metrics(x, ref, d.value_range, swd_min_size, seed)})
     per_seed[0].update(fid_kid(first, ref, d.value_range, inception))
@@ -207,13 +213,14 @@ def evaluate_folder(folder, ref_spec, size, channels, swd_min_size=8, inception=
     if not Path(folder).is_dir():
         raise SystemExit(f"error: --samples: no folder {folder}")
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if (Path(folder) / MANIFEST).is_file():  # sample.py's folder: its numbered samples, not grid.png
+        files = [p for p in files if re.fullmatch(r"\d{6}\.png", p.name)]
     if not files:
         raise SystemExit(f"error: --samples: no PNG/JPEG images in {folder}")
-    samples = build_dataset(str(folder), "train", size, vr, channels)
-    x = torch.stack([samples[k] for k in range(len(samples))])
+    x = torch.stack([pil_to_tensor(decode_image(p), size, channels, vr) for p in files])
     ref = held_out(ref_spec, size, vr, channels, ref_limit)
     per_seed = [{"seed": 0, **image_metrics(x, ref, vr, swd_min_size, 0), **fid_kid(x, ref, vr, inception)}]
-    out = Path(out or folder)
+    out = Path(out or Path(folder).parent / f"eval-{Path(folder).name}")  # not among the samples
     out.mkdir(parents=True, exist_ok=True)
     plot_spectra({"samples": x, "held-out data": ref}, out / "spectrum.png", vr)
     result = {"samples": str(folder), "n": len(x), "per_seed": per_seed, "summary": summarize(per_seed)}

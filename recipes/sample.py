@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -18,12 +19,12 @@ from common import HelpFormatter, component, float_in, int_at_least, json_object
 
 from gendiff.figures import save_grid  # noqa: E402
 from gendiff.value_range import map_range  # noqa: E402
-from gendiff.files import write_text_atomic  # noqa: E402
+from gendiff.files import SAMPLES_MANIFEST, write_text_atomic  # noqa: E402
 from gendiff.samplers import SAMPLERS, check_sampler_options  # noqa: E402
 from gendiff.training import RunDirError, RunLock, check_device, open_run, sampling_steps  # noqa: E402
-from gendiff.training.run import SamplingConfig, sample_run  # noqa: E402
+from gendiff.training.run import SamplingConfig, sample_run, sampling_config  # noqa: E402
 
-MANIFEST = ".gendiff-samples.json"  # the files this script wrote in a folder: all --overwrite removes
+MANIFEST = SAMPLES_MANIFEST  # the files this script wrote in a folder: all --overwrite removes
 
 
 def parse_args(argv=None):
@@ -63,14 +64,15 @@ def main(argv=None) -> Path:
     if torch.device(args.device).type == "cpu":
         set_threads(args.threads)
     run = open_run(args.ckpt, args.device, trust_code=args.trust_code)
-    config, sampler = run.config, args.sampler or run.config.train.sampler
-    opts = dict(args.sampler_args) | ({} if args.eta is None else {"eta": args.eta})
-    sampling = SamplingConfig(sampler, args.steps, config.train.clip_x0 and not args.no_clip, opts)
+    config, sampling = run.config, chosen_sampling(run.config, args)
+    sampler = sampling.sampler
     try:
-        check_sampler_options(sampler, opts)
-        steps = sampling_steps(sampler, args.steps, run.diffusion.last_train_step, requested=args.steps is not None)
+        check_sampler_options(sampler, sampling.options)
+        steps = sampling_steps(sampler, sampling.steps, run.diffusion.last_train_step,
+                               requested=args.steps is not None)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: --sampler {sampler} --steps {sampling.steps} --sampler-args "
+                         f"{json.dumps(sampling.options)}: {e}") from None
     out = Path(args.out or Path(args.ckpt).parent / folder_name(sampler, steps, run.diffusion.last_train_step))
     try:
         lock = RunLock(out).acquire()  # two sample.py into one folder would lose one's seed
@@ -85,8 +87,9 @@ def main(argv=None) -> Path:
             x = sample_run(run, min(args.batch_size, args.n - start), sampling, model=model, generator=g,
                            device=args.device, requested=args.steps is not None)
             for img in map_range(x, config.data.value_range, clamp=True):
-                written.append(save_grid(img[None], out / f"{len(written):06d}.png", (0.0, 1.0), nrow=1).name)
-                write_manifest(out, written)
+                written.append(f"{len(written):06d}.png")
+                write_manifest(out, written)  # before the file: a kill in between leaves nothing unlisted
+                save_grid(img[None], out / written[-1], (0.0, 1.0), nrow=1)
             batches.append(x)
         grid = save_grid(torch.cat(batches)[:256], out / "grid.png", config.data.value_range)
         write_manifest(out, written + ["grid.png"])
@@ -95,6 +98,16 @@ def main(argv=None) -> Path:
     nfe = model.calls // max(1, len(batches))
     print(f"{len(written)} samples in {out} ({sampler}, {nfe} network evaluations each); grid: {grid}")
     return out
+
+
+def chosen_sampling(config, args) -> SamplingConfig:
+    """The run's own sampling (sampler, its step count and options: what its grids used), with the
+    flags given applied; another --sampler starts from that sampler's defaults."""
+    own = sampling_config(config)
+    if args.sampler and args.sampler != own.sampler:
+        own = SamplingConfig(args.sampler, None, own.clip, {})
+    opts = own.options | dict(args.sampler_args) | ({} if args.eta is None else {"eta": args.eta})
+    return SamplingConfig(own.sampler, args.steps or own.steps, own.clip and not args.no_clip, opts)
 
 
 class Counted:
@@ -118,7 +131,7 @@ def folder_name(sampler: str, steps: int | None, start: int) -> str:
 def claim_folder(out: Path, overwrite: bool) -> None:
     """Refuse a folder holding samples unless --overwrite, and PNGs this script did not write
     always (an FID folder must hold one sampling only); with --overwrite remove only our own."""
-    ours = set(json.loads((out / MANIFEST).read_text())) if (out / MANIFEST).is_file() else set()
+    ours = read_manifest(out)
     pngs = {p.name for p in out.glob("*.png")} if out.is_dir() else set()
     foreign = sorted(pngs - ours)
     if foreign:
@@ -127,9 +140,19 @@ def claim_folder(out: Path, overwrite: bool) -> None:
     if ours and not overwrite:
         raise SystemExit(f"error: {out} already holds samples; pass --overwrite to replace them, or --out another folder")
     for name in ours:
-        if "/" not in name and (out / name).is_file():
+        if (out / name).is_file():
             (out / name).unlink()
     (out / MANIFEST).unlink(missing_ok=True)
+
+
+def read_manifest(out: Path) -> set[str]:
+    """The sample files a manifest lists; only names this script writes are believed."""
+    try:
+        names = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else []
+    except (OSError, ValueError):
+        names = []
+    return {n for n in names if isinstance(n, str) and re.fullmatch(r"\d{6}\.png|grid\.png", n)} \
+        if isinstance(names, list) else set()
 
 
 def write_manifest(out: Path, names: list[str]) -> None:

@@ -37,7 +37,8 @@ from evaluate import bits_per_dim, draw_samples, image_metrics, summarize
 from gendiff import GaussianBlurBasis
 from gendiff.data import build_dataset
 from gendiff.schedules import SpeedSchedule, VPBlurSchedule
-from gendiff.training import DataConfig, RunConfig, load_run, open_run
+from gendiff.files import write_text_atomic
+from gendiff.training import DataConfig, RunConfig, open_run
 from gendiff.training.run import sampling_config
 
 N, SIGMA, PAPER_SIZE, PAPER_QUARTIC, PAPER_LOG = 1000, 0.4, 64, 0.140625, 0.6
@@ -130,10 +131,10 @@ def evaluate_row(ckpt: Path, refs: dict, args, s: DataSetup) -> dict:
     sampling = replace(sampling_config(run.config), steps=s.sample_steps)
     per_seed = [{"seed": seed, **sample_metrics(draw_samples(run, args.n, seed, sampling, 128), refs, seed)}
                 for seed in args.eval_seeds]
-    return {"summary": summarize(per_seed), **score_nll(ckpt, refs, s)}
+    return {"summary": summarize(per_seed), **score_nll(run, refs, s)}
 
 
-def score_nll(ckpt: Path, refs: dict, s: DataSetup, proposals=("snr", "uniform")) -> dict:
+def score_nll(run, refs: dict, s: DataSetup, proposals=("snr", "uniform")) -> dict:
     """bits/dim with the snr proposal ("nll", the estimate) and uniform steps ("nll_uniform"), each
     ``{"posterior": …, "reverse": …}`` (the two reverse means from the same network calls).
 
@@ -143,7 +144,7 @@ def score_nll(ckpt: Path, refs: dict, s: DataSetup, proposals=("snr", "uniform")
     carry most of the bound), so with a few steps they usually come out low, SE included
     (docs/results.md).
     """
-    _, diffusion, model = load_run(ckpt)
+    diffusion, model = run.diffusion, run.model
     out = {}
     for proposal in proposals:
         t0 = time.time()
@@ -166,8 +167,8 @@ def rescore(args, data: str, refs: dict) -> None:
         path = Path(args.out, data, row, "eval.json")
         if path.exists() and "posterior" not in by_mean(res := json.loads(path.read_text())).get("nll", {}):
             print(f"rescoring {data} / {row}", flush=True)
-            res.update(score_nll(path.parent / "last.ckpt", refs, DATASETS[data]))
-            path.write_text(json.dumps(res))
+            res.update(score_nll(open_run(path.parent / "last.ckpt"), refs, DATASETS[data]))
+            write_text_atomic(path, json.dumps(res))
 
 
 def data_reference(refs: dict, args) -> dict:
@@ -211,12 +212,12 @@ def run_dataset(args, data: str) -> dict:
         res = {"schedule": config.schedule, "train_seconds": time.time() - t0,
                **evaluate_row(run_dir / "last.ckpt", refs, args, s)}
         res["total_seconds"] = time.time() - t0
-        (run_dir / "eval.json").write_text(json.dumps(res))
+        write_text_atomic(run_dir / "eval.json", json.dumps(res))
     results = {row: by_mean(json.loads(Path(args.out, data, row, "eval.json").read_text()))
                for row in ROWS if Path(args.out, data, row, "eval.json").exists()}
     results["data"] = data_reference(refs, args)
     paired_difference(results)
-    Path(args.out, data, "results.json").write_text(json.dumps(results, indent=1))
+    write_text_atomic(Path(args.out, data, "results.json"), json.dumps(results, indent=1))
     print(f"\n{data}\n\n{markdown_tables(results)}")
     return results
 

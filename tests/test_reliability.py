@@ -973,4 +973,4 @@ def test_sample_device_cuda_without_cuda_names_cuda(recipe_run):
     assert "delete" not in res.stderr
     res = run_py("recipes/sample.py", "--ckpt", str(recipe_run / "last.ckpt"), "--steps", "5000", "--n", "1",
                  "--device", "cpu")
-    assert res.returncode == 1 and "--steps must be in 1..N=1000" in res.stderr, res.stderr[-2000:]
+    assert res.returncode == 1 and "steps must be in 1..N=1000" in res.stderr, res.stderr[-2000:]

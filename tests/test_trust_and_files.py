@@ -105,6 +105,11 @@ def test_a_builtin_called_from_a_file_is_refused_before_the_call(tmp_path, capsy
     (lambda d: d["train"].update(trian=1), r"train.trian: unknown key"),
     (lambda d: d.update(trian={}), r"trian: unknown key; did you mean 'train'\?"),
     (lambda d: d["train"].update(clip_x0="no"), r"train.clip_x0: Input should be a valid boolean"),
+    (lambda d: d.update(schedule={"name": "heat", "K": 2_000_000}), r"K must be an integer in 1..100000"),
+    (lambda d: d["basis"].update(shape=(20000, 20000)), r"shape must be integers in 1..4096"),
+    (lambda d: d["basis"].update(shape=20000), r"shape must be integers in 1..4096"),
+    (lambda d: d["model"].update(model_channels=10 ** 6), r"model_channels must be an integer in 1..4096"),
+    (lambda d: d["model"].update(unrecorded="x", image_size=10 ** 6), r"image_size must be an integer in 1..4096"),
 ])
 def test_a_checkpoint_config_is_checked_as_data_before_anything_is_built(tmp_path, edit, message):
     d = run_dict(tmp_path)
@@ -330,7 +335,7 @@ def test_a_one_step_run_and_a_sample_call_each_build_a_custom_basis_once(tmp_pat
 def test_naming_data_never_switches_the_protocol(tmp_path, recipes_importable):
     import lsun_blur
     config = lsun_blur.build_config(lsun_blur.parse_args(["--data", "photos", "--out", str(tmp_path)]))
-    assert (config.train.lr, config.train.sampler, config.data.size, config.data.channels) == (1e-3, "dpm++2m", 16, 3)
+    assert (config.train.lr, config.train.sampler, config.data.size, config.data.channels) == (1e-3, "unipc", 16, 3)
     assert config.name == "demo-photos" and config.model["model_channels"] == PRESETS["small"].model_channels
     with pytest.raises(SystemExit, match=r"--preset church-none trains on LSUN church: pass its LMDB folder"):
         lsun_blur.main(["--preset", "church-none", "--lsun-root", str(tmp_path / "none"), "--out", str(tmp_path)])
@@ -340,7 +345,7 @@ def test_naming_data_never_switches_the_protocol(tmp_path, recipes_importable):
 def test_a_training_recipe_takes_the_sampler_and_refuses_options_it_does_not_take(tmp_path, recipes_importable):
     import lsun_blur
     argv = ["--steps", "1", "--batch-size", "4", "--sample-steps", "3", "--threads", "1", "--out", str(tmp_path)]
-    with pytest.raises(ConfigError, match=r"--sampler-args: sampler 'dpm\+\+2m' takes no option \['eta'\]"):
+    with pytest.raises(ConfigError, match=r"--sampler-args: sampler 'unipc' takes no option \['eta'\]; its options: \['corrector'"):
         lsun_blur.main(argv + ["--sampler-args", '{"eta": 0.3}'])
     assert not any(tmp_path.iterdir())
     out = lsun_blur.main(argv + ["--sampler", "ddim", "--sampler-args", '{"eta": 0.3}', "--name", "d"])
@@ -357,3 +362,38 @@ def test_evaluate_writes_a_folders_report_to_out(tmp_path, recipes_importable):
     evaluate.main(["--samples", str(samples), "--ref", "digits", "--size", "16", "--channels", "1", "--ref-n", "8",
                    "--out", str(tmp_path / "report"), "--threads", "1", "--swd-min-size", "8"])
     assert (tmp_path / "report" / "metrics.json").is_file() and not (samples / "metrics.json").exists()
+
+
+def test_a_metrics_file_that_does_not_parse_is_moved_aside_not_deleted(tmp_path):
+    from gendiff.training.csvlog import CSVLog
+    path = tmp_path / "metrics.csv"
+    path.write_text("stp,loss\n1,0.5\n2,0.4\n")  # a damaged header: no row parses
+    with pytest.warns(UserWarning, match="no row parses; the file was moved to"):
+        CSVLog(path, start_step=2)
+    (aside,) = tmp_path.glob("metrics.csv.damaged-*")
+    assert aside.read_text() == "stp,loss\n1,0.5\n2,0.4\n"
+
+
+def test_a_sampler_option_value_is_refused_before_training(tmp_path, recipes_importable):
+    import lsun_blur
+    with pytest.raises(ConfigError, match=r"eta must be a finite number"):
+        lsun_blur.main(["--steps", "1", "--batch-size", "4", "--threads", "1", "--out", str(tmp_path),
+                        "--sampler", "ddim", "--sample-steps", "2", "--sampler-args", '{"eta": "abc"}'])
+    assert not any(tmp_path.iterdir())
+
+
+def test_resume_with_another_learning_rate_is_refused(tmp_path):
+    trained(tmp_path)
+    config = RunConfig.from_dict(run_dict(tmp_path, steps=6))
+    with pytest.raises(CheckpointError, match=r"different train.lr"):
+        Trainer(replace(config, train=replace(config.train, lr=5e-4)), figures=False).resume()
+
+
+def test_sample_defaults_to_the_runs_own_sampling_and_believes_only_its_own_manifest_names(
+        tiny_ckpt, tmp_path, capsys, recipes_importable):
+    import sample
+    out = sample_main("--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "s"))
+    assert "(dpm++2m, 2 network evaluations each)" in capsys.readouterr().out  # the run's sample_steps=2
+    (tmp_path / "keep.txt").write_text("mine")
+    (out / sample.MANIFEST).write_text(json.dumps(["../keep.txt", "000000.png"]))
+    assert sample.read_manifest(out) == {"000000.png"}

@@ -114,7 +114,7 @@ def check_grid(timesteps: Sequence[int], N: int) -> list[int]:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) or hasattr(v, "item") for v in timesteps):
         raise TypeError(f"timesteps must be integers, got {list(timesteps)[:8]}")
     if not all(math.isfinite(float(v)) and float(v) == int(v) for v in timesteps):
-        raise ValueError(f"timesteps must be finite integers, got {list(timesteps)[:8]}")
+        raise ValueError(f"timesteps must be integers, got {list(timesteps)[:8]}")
     t = [int(v) for v in timesteps]
     if len(t) < 2 or t[-1] != 0:
         raise ValueError(f"timesteps must end with an explicit 0 and have at least two entries, got {t[-5:]}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from gendiff.files import open_new
+from gendiff.files import open_new, write_text_atomic
 
 FORMAT = 2
 # What torch.load raises on a truncated, empty or foreign file (and on a state that does not fit).
@@ -74,8 +74,12 @@ def content_hash(state: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def save_atomic(fabric, path: str | Path, state: dict[str, Any]) -> Path:
+def save_atomic(fabric, path: str | Path, state: dict[str, Any], beside: dict[str, str] | None = None) -> Path:
     """Write ``state`` (plus its format and hash) to ``path`` atomically (rank 0 writes; all wait).
+
+    Args:
+        beside: text files to write next to the checkpoint after it (``{"config.json": …}``), under
+            the same error handling.
 
     Raises:
         CheckpointError: the write failed (disk full, read-only folder, …); the temporary file is
@@ -85,6 +89,8 @@ def save_atomic(fabric, path: str | Path, state: dict[str, Any]) -> Path:
     error = None
     if fabric.is_global_zero:
         error = _write_atomic(path, state)
+        for name, text in (beside or {}).items():
+            error = error or _write_text(path.parent / name, text)
     if getattr(fabric, "world_size", 1) > 1:
         error = fabric.broadcast(error, src=0)
     if error is not None:
@@ -116,6 +122,15 @@ def _write_atomic(path: Path, state: dict[str, Any]) -> str | None:
     except BaseException:  # a KeyboardInterrupt mid-write: do not leave half a file behind
         _remove(tmp)
         raise
+    return None
+
+
+def _write_text(path: Path, text: str) -> str | None:
+    try:
+        write_text_atomic(path, text)
+    except OSError as e:
+        return (f"cannot write {path}: {e.strerror or e} ({type(e).__name__} errno {e.errno}); the checkpoint "
+                f"{path.parent / 'last.ckpt'} was saved. Fix the folder, then continue with --resume")
     return None
 
 

@@ -3,8 +3,9 @@
 Every config a run reads or writes (``config.json``, a checkpoint's ``"config"``, a recipe's
 flags) goes through these pydantic dataclasses before anything is imported, built or written:
 strict types (``"no"`` is not a bool, 2.7 is not an int), ranges, and unknown keys refused with
-the nearest valid name. Values that size allocations (the schedule's N, image size, channels,
-batch and sample counts) have upper bounds, so a crafted file cannot ask for terabytes.
+the nearest valid name. Values that size allocations or loops (steps N or K, image size and
+shapes, channels, UNet widths, batch and sample counts) have upper bounds (:data:`SIZE_BOUNDS`),
+so a crafted file cannot ask for terabytes or hours.
 
 A component (basis, schedule, parameterization, prior, model) is a JSON object
 ``{"name": <registered name or import path>, **arguments}``; its arguments belong to the
@@ -170,24 +171,39 @@ def _json_only(v, where: str) -> None:
         raise ValueError(f"{where}: must be a JSON value, got {type(v).__name__}")
 
 
+# Arguments that size what a component allocates or loops over, whatever the component: a crafted
+# file must not ask for a 10**9-step heat schedule, a 20000² eigendecomposition or a huge UNet.
+SIZE_BOUNDS = {"N": MAX_N, "K": MAX_N, "image_size": MAX_SIZE, "model_channels": 4096, "num_res_blocks": 64,
+               "in_channels": MAX_CHANNELS, "out_channels": MAX_CHANNELS}
+
+
+def _check_sizes(v: Component) -> None:
+    for key, hi in SIZE_BOUNDS.items():
+        n = v.get(key)
+        if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= hi):
+            raise ValueError(f"{key} must be an integer in 1..{hi}, got {n!r}")
+    shape = v.get("shape")
+    if shape is not None:
+        dims = shape if isinstance(shape, (list, tuple)) else [shape]
+        if not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIZE for s in dims):
+            raise ValueError(f"shape must be integers in 1..{MAX_SIZE}, got {shape!r}")
+    mult = v.get("channel_mult")
+    if mult is not None and not (isinstance(mult, (list, tuple)) and len(mult) <= 8 and all(
+            isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 16 for m in mult)):
+        raise ValueError(f"channel_mult must be at most 8 integers in 1..16, got {mult!r}")
+
+
 def _check_component(kind: str, v: Component, named: bool = True) -> Component:
     if not isinstance(v, dict):
         raise ValueError(f"must be a JSON object {{'name': ..., **arguments}}, got {type(v).__name__}")
     _json_only(v, kind)
+    _check_sizes(v)
     if "unrecorded" in v:  # a ready component trained from Python that has no import path
         return v
     if named or "name" in v:
         name = v.get("name")
         if not isinstance(name, str) or not name:
             raise ValueError(f"needs 'name': a registered name or an import path 'package.module:Name', got {name!r}")
-    n = v.get("N")
-    if kind == "schedule" and n is not None and not (isinstance(n, int) and not isinstance(n, bool)
-                                                     and 1 <= n <= MAX_N):
-        raise ValueError(f"N must be an integer in 1..{MAX_N}, got {n!r}")
-    shape = v.get("shape")
-    if kind == "basis" and isinstance(shape, list) and not all(
-            isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIZE for s in shape):
-        raise ValueError(f"shape must be integers in 1..{MAX_SIZE}, got {shape!r}")
     return v
 
 

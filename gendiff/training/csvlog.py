@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import time
 import warnings
 from pathlib import Path
 
@@ -30,8 +32,13 @@ class CSVLog:
             w.writeheader()
             w.writerows(rows)
             write_text_atomic(self.path, out.getvalue())
+        elif start_step > 0 and self.path.is_file() and self.path.stat().st_size:
+            aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(self.path, aside)  # a resumed run's history is never deleted
+            warnings.warn(f"{self.path}: no row parses; the file was moved to {aside} and a new one starts",
+                          stacklevel=2)
         elif self.path.is_file() or self.path.is_symlink():
-            self.path.unlink()
+            self.path.unlink()  # a fresh start (the trainer set any old run aside first)
 
     def _read(self, start_step: int) -> tuple[list[dict], list[str] | None]:
         with open(self.path, newline="", errors="replace") as f:

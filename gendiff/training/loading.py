@@ -79,8 +79,8 @@ def build_diffusion(config: RunConfig) -> Diffusion:
     """The run's diffusion alone (:func:`~gendiff.training.run.build_run` builds the whole run); its
     sampler, grid budget and sampler options are checked against it, the first place N is known."""
     from .run import _check_sampling, _diffusion, sampling_config
-    diffusion = _diffusion(config)
-    _check_sampling(sampling_config(config), diffusion)
+    diffusion, d = _diffusion(config), config.data
+    _check_sampling(sampling_config(config), diffusion, (d.channels, d.size, d.size))
     return diffusion
 
 
@@ -111,13 +111,13 @@ def sampling_steps(sampler: str, steps: int | None, N: int, *, requested: bool =
     spec = SAMPLERS.resolve(sampler)
     if spec.steps is None:
         if requested and steps is not None and steps != N:
-            raise ValueError(f"--steps {steps}: sampler {sampler!r} always takes all {N} steps from step {N} (it has no "
-                             f"step budget); drop --steps, or choose a sampler with one: "
+            raise ValueError(f"steps={steps}: sampler {sampler!r} always takes all {N} steps from step {N} (it has no "
+                             f"step budget); drop the step count, or choose a sampler with one: "
                              f"{sorted(k for k, v in SAMPLERS.items() if v.steps is not None)}")
         return None
     steps = spec.steps if steps is None else int(steps)
     if not 1 <= steps <= N:
-        raise ValueError(f"--steps must be in 1..N={N} for sampler {sampler!r}, got {steps}")
+        raise ValueError(f"steps must be in 1..N={N} for sampler {sampler!r}, got {steps}")
     return steps
 
 

@@ -97,10 +97,12 @@ def build_run(config: RunConfig, trust_code: bool = False, *, diffusion: Diffusi
         (["model"] if model is not None else []) + (["prior"] if prior is not None else [])
     require_trust({k: v for k, v in parts.items() if k not in skip}, f"run {config.name!r}", trust_code)
     diffusion = diffusion or _diffusion(config)
-    _check_sampling(sampling_config(config), diffusion)
+    d = config.data
+    _check_shape(config, diffusion)
+    _check_sampling(sampling_config(config), diffusion, (d.channels, d.size, d.size))
     loader = (lambda: dataset) if dataset is not None else functools.cache(lambda: _dataset(config))
     if check_dataset:  # before the network: a bad data path fails before a large model is allocated
-        _check_first(config, loader(), diffusion)
+        _check_first(config, loader())
     if model is None:
         with torch.random.fork_rng(devices=[]):  # the same initialisation wherever it is built, every rank
             torch.manual_seed(config.train.seed)
@@ -136,11 +138,18 @@ def _diffusion(config: RunConfig) -> Diffusion:
                           f"{config.basis.get('name', config.basis)}: {type(e).__name__}: {e}") from e
 
 
-def _check_sampling(s: SamplingConfig, diffusion: Diffusion) -> None:
+def _check_sampling(s: SamplingConfig, diffusion: Diffusion, shape) -> None:
+    """The sampler resolves, the step budget fits N, and the sampler accepts its options' names
+    and values: a dry run of two steps with a zero network (milliseconds), so a bad value fails
+    here, not in the figures after training."""
     from .loading import sampling_steps
     try:
         sampling_steps(s.sampler, s.steps, diffusion.last_train_step)
         check_sampler_options(s.sampler, s.options)
+        grid = [min(2, diffusion.last_train_step), 1, 0] if diffusion.last_train_step > 1 else [1, 0]
+        zeros = lambda d, shape_, t0, g, dtype, device: torch.zeros(shape_, dtype=dtype, device=device)  # noqa: E731
+        diffusion.sample(lambda x, i: torch.zeros_like(x), (1, *shape), sampler=s.sampler, timesteps=grid,
+                         progress=False, prior=zeros, **s.options)
     except ImportError as e:
         raise ConfigError(f"train.sampler: {e}") from e
     except (ValueError, TypeError) as e:
@@ -155,8 +164,8 @@ def _dataset(config: RunConfig):
         raise ConfigError(f"data.spec {d.spec!r}: {e}") from e
 
 
-def _check_first(config: RunConfig, dataset, diffusion: Diffusion) -> None:
-    """The data's first item has the configured shape, and the basis takes that shape."""
+def _check_first(config: RunConfig, dataset) -> None:
+    """The data's first item has the configured shape."""
     d, want = config.data, (config.data.channels, config.data.size, config.data.size)
     try:
         first = dataset[0] if len(dataset) else None
@@ -167,6 +176,12 @@ def _check_first(config: RunConfig, dataset, diffusion: Diffusion) -> None:
     if tuple(first.shape) != want:
         raise ConfigError(f"data.spec {d.spec!r} gives images of shape {tuple(first.shape)}, but the run expects "
                           f"{want} (data.channels {d.channels}, data.size {d.size})")
+
+
+def _check_shape(config: RunConfig, diffusion: Diffusion) -> None:
+    """The basis takes the data's shape."""
+    d = config.data
+    want = (d.channels, d.size, d.size)
     try:
         check_data(torch.zeros(1, *want), diffusion.basis)
     except ValueError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 import signal
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -14,7 +15,6 @@ from torch import nn
 
 from gendiff.diffusion import Diffusion
 from gendiff.figures import forward_strip, save_grid
-from gendiff.files import write_text_atomic
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic, verified
 from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
@@ -119,6 +119,7 @@ class Trainer:
         """Data first (a bad path fails before the model is built), then model, EMA, optimizer."""
         c, fabric = self.config, self.fabric
         fabric.launch()
+        torch.manual_seed(c.train.seed)  # dropout and a custom network's own randomness follow --seed
         self.run = run = self._run or build_run(c, self.trust_code, check_dataset=True, **self._ready)
         self.dataset, self.diffusion, self.prior, self.raw_model = run.dataset(), run.diffusion, run.prior, run.model
         self.ema = ema_model(self.raw_model, c.train.ema_decay, c.train.ema_warmup).to(fabric.device)
@@ -143,10 +144,8 @@ class Trainer:
         """``last.ckpt``, then ``config.json`` beside it (rank 0; both atomic). The config is written
         with the checkpoint, not at the start: a run that fails in its first step (out of memory,
         say) leaves no run behind, so the corrected rerun needs no --overwrite."""
-        path = save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state())
-        if self.fabric.is_global_zero:
-            write_text_atomic(self.run_dir / "config.json", self.config.to_json())
-        return path
+        return save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state(),
+                           beside={"config.json": self.config.to_json()})
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Restore from ``path`` or ``run_dir/last.ckpt``; False when there is nothing to resume."""
@@ -179,11 +178,13 @@ class Trainer:
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=t.num_workers)
         return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
-    def fit(self, resume: bool = False) -> Path:
+    def fit(self, resume: bool = False, finish: Callable[["Trainer"], object] | None = None) -> Path:
         """Train to ``config.train.steps`` (calling :meth:`setup` first if needed); returns the
         last checkpoint's path. The trainer is the one owner of its run folder: it is locked while
         this runs, a fresh start may not write over another run's files (see ``overwrite``), and
-        ``resume`` continues ``run_dir/last.ckpt`` (which must exist; recipes' ``--resume``)."""
+        ``resume`` continues ``run_dir/last.ckpt`` (which must exist; recipes' ``--resume``).
+        ``finish(trainer)`` runs on rank 0 after training, while the folder is still locked (the
+        recipes' end figures), unless a signal stopped the run."""
         if not self._is_setup:
             self.setup()
         owned = self._owns_run_dir
@@ -196,6 +197,8 @@ class Trainer:
                     print(f"resumed {self.run_dir / 'last.ckpt'} at step {self.step}", flush=True)
             self._owns_run_dir = True
             self._fit()
+            if finish is not None and not self._stopped and self.fabric.is_global_zero:
+                finish(self)
         finally:
             if lock is not None:
                 lock.release()
@@ -303,8 +306,8 @@ def check_same_run(path: Path, saved: dict, ours: dict) -> None:
     diff = [k for k in keys if k in saved and saved[k] != ours[k]]
     diff += [f"data.{k}" for k in ("spec", "size", "channels", "value_range")
              if _plain(saved.get("data", {}).get(k)) != _plain(ours["data"][k])]
-    diff += [f"train.{k}" for k in ("last_train_step", "seed")
-             if saved.get("train", {}).get(k) != ours["train"][k]]
+    diff += [f"train.{k}" for k in ("last_train_step", "seed", "batch_size", "lr", "ema_decay", "ema_warmup",
+                                    "grad_clip") if saved.get("train", {}).get(k) != ours["train"][k]]
     if diff:
         first = diff[0].split(".")
         was = saved.get(first[0]) if len(first) == 1 else saved.get(first[0], {}).get(first[1])
@@ -345,7 +348,7 @@ def _hold_run_dir(fabric: Fabric, run_dir: Path, *, resume: bool, overwrite: boo
     """Rank 0 locks ``run_dir`` and, with ``check``, makes sure it holds no other run unless
     ``overwrite`` (:func:`~gendiff.training.rundir.hold_run_dir`). Any error there stops every
     rank: the others would otherwise wait for rank 0 in the first collective. Returns rank 0's
-    lock (None elsewhere, or when this process held it already)."""
+    lock (None elsewhere)."""
     lock = error = None
     if fabric.is_global_zero:
         try:
