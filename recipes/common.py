@@ -9,6 +9,7 @@ takes them without code of its own.
 """
 from __future__ import annotations
 
+import threads  # noqa: F401  first: its OMP_WAIT_POLICY must be set before torch loads OpenMP
 import argparse
 import contextlib
 import copy
@@ -42,7 +43,7 @@ from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirEr
                               TrainConfig, Trainer, check_run_name, hold_run_dir, sample_clip,
                               sampling_steps)
 from gendiff.data.lsun import LMDBError  # noqa: E402
-from threads import set_threads  # noqa: E402,F401  (the recipes' thread policy)
+from threads import follow_load, set_threads  # noqa: E402,F401  (the recipes' thread policy)
 from gendiff.training.config import ConfigError  # noqa: E402
 from gendiff.training.loading import build_diffusion, imported_code  # noqa: E402
 from gendiff.training.trust import require_trust  # noqa: E402
@@ -562,6 +563,7 @@ def _train(config: RunConfig, args, full_size_hint: str | None, dataset=None) ->
     figures = not getattr(args, "no_figures", False)
     trainer = Trainer(config, figures=figures, dataset=dataset)
     trainer.setup()
+    follow_load(trainer.optimizer, getattr(args, "threads", None), trainer.fabric.device.type == "cpu")
     if args.resume and trainer.resume():
         print(f"resumed {trainer.run_dir / 'last.ckpt'} at step {trainer.step}")
     t0 = time.time()
