@@ -9,6 +9,7 @@ takes them without code of its own.
 """
 from __future__ import annotations
 
+import threads  # noqa: F401  first: its OMP_WAIT_POLICY must be set before torch loads OpenMP
 import argparse
 import contextlib
 import copy
@@ -40,7 +41,7 @@ from gendiff.samplers import SAMPLERS  # noqa: E402
 from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirError,  # noqa: E402
                               TrainConfig, Trainer, check_run_name)
 from gendiff.data.lsun import LMDBError  # noqa: E402
-from threads import set_threads  # noqa: E402,F401  (the recipes' thread policy)
+from threads import follow_load, set_threads  # noqa: E402,F401  (the recipes' thread policy)
 from gendiff.training.config import ConfigError  # noqa: E402
 from gendiff.training.loading import imported_code  # noqa: E402
 from gendiff.training.run import Run, build_run, sample_run  # noqa: E402
@@ -519,6 +520,8 @@ def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | No
 def _train(built: Run, args, full_size_hint: str | None) -> Path | None:
     figures = not getattr(args, "no_figures", False)
     trainer = Trainer(built, figures=figures, overwrite=getattr(args, "overwrite", False))
+    trainer.setup()  # fit() would too; the thread policy hooks the optimizer it makes
+    follow_load(trainer.optimizer, getattr(args, "threads", None), trainer.fabric.device.type == "cpu")
     t0 = time.time()
     ckpt = trainer.fit(resume=args.resume, finish=_end_figures if figures else None)
     if trainer.interrupted:

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import threads  # noqa: F401  before torch: it may set OMP_WAIT_POLICY (recipes/threads.py)
 import torch
 from tqdm.auto import tqdm
 

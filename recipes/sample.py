@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+import threads  # noqa: F401  before torch: it may set OMP_WAIT_POLICY (recipes/threads.py)
 import torch
 from tqdm.auto import tqdm
 

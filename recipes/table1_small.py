@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import threads  # noqa: F401  before torch: it may set OMP_WAIT_POLICY (recipes/threads.py)
 import torch
 from common import DEMO_TRAIN, add_run_args, fabric_config, model_dict, run, set_threads, train_config
 from evaluate import bits_per_dim, draw_samples, image_metrics, summarize
