@@ -1,7 +1,7 @@
 """The recipes' default CPU thread policy, chosen by timing the demo's training step under each
 candidate policy, idle and with competing busy processes (issue 19, item 7).
 
-    .venv/bin/python benchmarks/threads.py            # the full table, ~7 min on 2 cores
+    .venv/bin/python benchmarks/threads.py            # the full table, 5.5 min on 2 quiet cores
     .venv/bin/python benchmarks/threads.py --quick    # smoke run, 25-45 s: 2 policies × 2 loads, 3 steps
 
 The step is the one ``python recipes/lsun_blur.py`` runs with no data: its config
