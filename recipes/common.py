@@ -505,9 +505,10 @@ def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | No
 
     ``config`` is the recipe's run; the component flags and ``--config`` are applied to it
     first (:func:`configure`). Before any work: the torch thread count is set on CPU
-    (:func:`set_threads`) and the run is built and checked (:func:`check_run`); then the trainer,
-    the one owner of the run folder, locks and claims it (an existing run needs --resume or
-    --overwrite; --resume needs a checkpoint).
+    (:func:`set_threads`; while training, ``threads.follow_load`` gives a thread back when other
+    processes take a core) and the run is built and checked (:func:`check_run`); then the
+    trainer, the one owner of the run folder, locks and claims it (an existing run needs --resume
+    or --overwrite; --resume needs a checkpoint) and draws the end figures while it holds it.
     """
     config = configure(config, args)
     accelerator = config.fabric.accelerator
