@@ -36,9 +36,8 @@ from gendiff.likelihood import bounds, check_gaussian_prior  # noqa: E402
 from gendiff.metrics import MissingWeightsError, fid, kid, plot_spectra, spectrum_error, swd  # noqa: E402
 from gendiff.metrics.fid import WeightsHashError  # noqa: E402
 from gendiff.samplers import SAMPLERS  # noqa: E402
-from gendiff.samplers import check_sampler_options  # noqa: E402
-from gendiff.training import open_run, sampling_steps, steps_taken  # noqa: E402
-from gendiff.training.run import SamplingConfig, sample_run, sampling_config  # noqa: E402
+from gendiff.training import open_run, steps_taken  # noqa: E402
+from gendiff.training.run import SamplingConfig, planned_steps, run_sampling, sample_run  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -152,15 +151,10 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
     run = open_run(ckpt, trust_code=trust_code)  # built once for every seed
     config, diffusion, model = run.config, run.diffusion, run.model
     asked = steps is not None
-    own = sampling_config(config)  # the run's own sampler, steps and options, unless asked otherwise
-    if sampler and sampler != own.sampler:
-        own = SamplingConfig(sampler, None, own.clip, {})
-    sampling = SamplingConfig(own.sampler, steps or own.steps, own.clip, own.options | dict(sampler_options or {}))
-    d, sampler, steps = config.data, sampling.sampler, sampling.steps
+    sampling = run_sampling(config, sampler, steps, sampler_options)  # the run's own, unless asked otherwise
+    d, sampler = config.data, sampling.sampler
     try:  # checked before any sampling: a step count this sampler would ignore is refused
-        check_sampler_options(sampler, sampling.options)
-        first = diffusion.last_train_step  # where the grid starts
-        steps_run = steps_taken(sampling_steps(sampler, steps, first, requested=asked), first)
+        steps_run = steps_taken(planned_steps(diffusion, sampling, requested=asked), diffusion.last_train_step)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     if ref_spec is None and str(d.spec) not in EMBEDDED:

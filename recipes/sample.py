@@ -21,9 +21,9 @@ from common import HelpFormatter, component, float_in, int_at_least, json_object
 from gendiff.figures import save_grid  # noqa: E402
 from gendiff.value_range import map_range  # noqa: E402
 from gendiff.files import SAMPLES_MANIFEST, write_text_atomic  # noqa: E402
-from gendiff.samplers import SAMPLERS, check_sampler_options  # noqa: E402
-from gendiff.training import RunDirError, RunLock, check_device, open_run, sampling_steps  # noqa: E402
-from gendiff.training.run import SamplingConfig, sample_run, sampling_config  # noqa: E402
+from gendiff.samplers import SAMPLERS  # noqa: E402
+from gendiff.training import RunDirError, RunLock, check_device, open_run  # noqa: E402
+from gendiff.training.run import planned_steps, run_sampling, sample_run  # noqa: E402
 
 MANIFEST = SAMPLES_MANIFEST  # the files this script wrote in a folder: all --overwrite removes
 
@@ -65,12 +65,12 @@ def main(argv=None) -> Path:
     if torch.device(args.device).type == "cpu":
         set_threads(args.threads)
     run = open_run(args.ckpt, args.device, trust_code=args.trust_code)
-    config, sampling = run.config, chosen_sampling(run.config, args)
+    config = run.config
+    opts = dict(args.sampler_args) | ({} if args.eta is None else {"eta": args.eta})
+    sampling = run_sampling(config, args.sampler, args.steps, opts, clip=not args.no_clip)
     sampler = sampling.sampler
     try:
-        check_sampler_options(sampler, sampling.options)
-        steps = sampling_steps(sampler, sampling.steps, run.diffusion.last_train_step,
-                               requested=args.steps is not None)
+        steps = planned_steps(run.diffusion, sampling, requested=args.steps is not None)
     except ValueError as e:
         raise SystemExit(f"error: --sampler {sampler} --steps {sampling.steps} --sampler-args "
                          f"{json.dumps(sampling.options)}: {e}") from None
@@ -99,16 +99,6 @@ def main(argv=None) -> Path:
     nfe = model.calls // max(1, len(batches))
     print(f"{len(written)} samples in {out} ({sampler}, {nfe} network evaluations each); grid: {grid}")
     return out
-
-
-def chosen_sampling(config, args) -> SamplingConfig:
-    """The run's own sampling (sampler, its step count and options: what its grids used), with the
-    flags given applied; another --sampler starts from that sampler's defaults."""
-    own = sampling_config(config)
-    if args.sampler and args.sampler != own.sampler:
-        own = SamplingConfig(args.sampler, None, own.clip, {})
-    opts = own.options | dict(args.sampler_args) | ({} if args.eta is None else {"eta": args.eta})
-    return SamplingConfig(own.sampler, args.steps or own.steps, own.clip and not args.no_clip, opts)
 
 
 class Counted:

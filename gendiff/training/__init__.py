@@ -3,8 +3,8 @@ loop (trainer), rebuilding a run from a checkpoint (loading) and the logs."""
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic
 from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_model
-from .loading import (build_diffusion, build_network, check_device, load_prior, load_run, network_config,
-                      open_run, sample_clip, sampling_steps, steps_taken)
+from .loading import (build_diffusion, build_network, check_device, load_run, network_config,
+                      open_run, sampling_steps, steps_taken)
 from .run import Run, SamplingConfig, build_run, sample_run, sampling_config
 from .rundir import RunDirError, RunLock, check_run_name, claim_run_dir, hold_run_dir
 from .trainer import NonFiniteLossError, StepBatches, Trainer, step_seed
@@ -13,5 +13,5 @@ __all__ = ["DataConfig", "FabricConfig", "RunConfig", "TrainConfig", "Trainer", 
            "SamplingConfig", "sample_run", "sampling_config", "StepBatches",
            "NonFiniteLossError", "CheckpointError", "RunDirError", "RunLock", "check_run_name", "claim_run_dir",
            "hold_run_dir", "ema_model", "latest_checkpoint", "load_checkpoint", "save_atomic", "load_run",
-           "load_prior", "build_diffusion", "build_network", "network_config", "check_device", "sample_clip",
+           "build_diffusion", "build_network", "network_config", "check_device",
            "sampling_steps", "steps_taken", "step_seed"]

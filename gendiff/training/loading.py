@@ -18,10 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from gendiff.data import build_dataset
 from gendiff.diffusion import Diffusion
 from gendiff.models import PRESETS, UNet, UNetConfig, build_model
-from gendiff.priors import build_prior
 from gendiff.registry import import_object, import_path
 from gendiff.samplers import SAMPLERS
 
@@ -30,7 +28,7 @@ from .config import ConfigError, RunConfig
 from .ema import ema_model
 from .trust import code_names, require_trust
 
-__all__ = ["build_network", "network_config", "build_diffusion", "load_run", "open_run", "load_prior", "sample_clip",
+__all__ = ["build_network", "network_config", "build_diffusion", "load_run", "open_run",
            "sampling_steps", "check_device"]
 
 
@@ -82,17 +80,6 @@ def build_diffusion(config: RunConfig) -> Diffusion:
     diffusion, d = _diffusion(config), config.data
     _check_sampling(sampling_config(config), diffusion, (d.channels, d.size, d.size))
     return diffusion
-
-
-def load_prior(config: RunConfig):
-    """The run's sampling prior; loads the training data only if the prior needs it."""
-    d = config.data
-    return build_prior(config.prior, lambda: build_dataset(d.spec, "train", d.size, d.value_range, d.channels))
-
-
-def sample_clip(config: RunConfig) -> tuple[float, float] | None:
-    """The x̂_0 clamp range for sampling this run: the data range, unless the run turned it off."""
-    return config.data.value_range if config.train.clip_x0 else None
 
 
 def sampling_steps(sampler: str, steps: int | None, N: int, *, requested: bool = False) -> int | None:
@@ -170,11 +157,8 @@ def open_run(ckpt: str | Path, device="cpu", *, trust_code: bool = False):
         run = build_run(config, trust_code=True)  # trust was decided above
         ema = ema_model(run.model, config.train.ema_decay)
         ema.load_state_dict(state["ema"])
-    except ImportError as e:
-        raise CheckpointError(f"checkpoint {ckpt} names a component whose module cannot be imported: {e}. "
-                              "Install it or put its folder on PYTHONPATH, as when it was trained") from e
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        if isinstance(e.__cause__, ImportError):
+        if isinstance(e.__cause__, ImportError):  # build_run names the component and keeps the cause
             raise CheckpointError(f"checkpoint {ckpt} names a component whose module cannot be imported: "
                                   f"{e.__cause__}. Install it or put its folder on PYTHONPATH, as when it was "
                                   "trained") from e

@@ -27,7 +27,7 @@ from gendiff.schedules import build_schedule
 from .config import MAX_N, ConfigError, Flag, Int, RunConfig, Text, schema
 from .trust import require_trust
 
-__all__ = ["Run", "build_run", "SamplingConfig", "sampling_config", "sample_run"]
+__all__ = ["Run", "build_run", "SamplingConfig", "sampling_config", "run_sampling", "planned_steps", "sample_run"]
 
 
 @schema
@@ -53,6 +53,25 @@ def sampling_config(config: RunConfig) -> SamplingConfig:
     """What the run's config asks its sample grids (and, by default, sample.py/evaluate.py) to use."""
     t = config.train
     return SamplingConfig(t.sampler, t.sample_steps, t.clip_x0, dict(t.sampler_options))
+
+
+def run_sampling(config: RunConfig, sampler: str | None = None, steps: int | None = None,
+                 options: dict | None = None, clip: bool = True) -> SamplingConfig:
+    """The run's own sampling (what its grids used) with what a user asked applied: another
+    ``sampler`` starts from that sampler's defaults; ``options`` update the run's; ``clip=False``
+    turns the clamp off."""
+    own = sampling_config(config)
+    if sampler and sampler != own.sampler:
+        own = SamplingConfig(sampler, None, own.clip, {})
+    return SamplingConfig(own.sampler, steps or own.steps, own.clip and clip, own.options | dict(options or {}))
+
+
+def planned_steps(diffusion: Diffusion, s: SamplingConfig, requested: bool = False) -> int | None:
+    """The network evaluations ``s`` asks of ``diffusion`` (None: all N), after checking the
+    sampler takes ``s.options``; ValueError saying what is wrong (see :func:`sampling_steps`)."""
+    from .loading import sampling_steps
+    check_sampler_options(s.sampler, s.options)
+    return sampling_steps(s.sampler, s.steps, diffusion.last_train_step, requested=requested)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,10 +161,8 @@ def _check_sampling(s: SamplingConfig, diffusion: Diffusion, shape) -> None:
     """The sampler resolves, the step budget fits N, and the sampler accepts its options' names
     and values: a dry run of two steps with a zero network (milliseconds), so a bad value fails
     here, not in the figures after training."""
-    from .loading import sampling_steps
     try:
-        sampling_steps(s.sampler, s.steps, diffusion.last_train_step)
-        check_sampler_options(s.sampler, s.options)
+        planned_steps(diffusion, s)
         grid = [min(2, diffusion.last_train_step), 1, 0] if diffusion.last_train_step > 1 else [1, 0]
         zeros = lambda d, shape_, t0, g, dtype, device: torch.zeros(shape_, dtype=dtype, device=device)  # noqa: E731
         diffusion.sample(lambda x, i: torch.zeros_like(x), (1, *shape), sampler=s.sampler, timesteps=grid,
@@ -206,11 +223,9 @@ def sample_run(run: Run, n: int, sampling: SamplingConfig | None = None, *, mode
         requested: ``sampling.steps`` was asked for by the user (a walk-every-step sampler then
             refuses a number other than its N instead of ignoring it).
     """
-    from .loading import sampling_steps
     s = sampling or sampling_config(run.config)
     d = run.diffusion
-    steps = sampling_steps(s.sampler, s.steps, d.last_train_step, requested=requested)
-    check_sampler_options(s.sampler, s.options)
+    steps = planned_steps(d, s, requested)
     clip = run.config.data.value_range if s.clip else None
     model = run.model if model is None else model
     out, batch = [], batch_size or n
