@@ -35,9 +35,8 @@ import torch
 from common import DEMO_TRAIN, add_run_args, fabric_config, model_dict, run, set_threads, train_config
 from evaluate import bits_per_dim, draw_samples, image_metrics, summarize
 
-from gendiff import GaussianBlurBasis
 from gendiff.data import build_dataset
-from gendiff.schedules import SpeedSchedule, VPBlurSchedule
+from gendiff.schedules import SpeedSchedule
 from gendiff.files import write_text_atomic
 from gendiff.training import DataConfig, RunConfig, open_run
 from gendiff.training.run import sampling_config
@@ -76,9 +75,11 @@ def scaled_f_N(kind: str, f_N: float, size: int) -> float:
     return float(f_N * F_target / F_paper)
 
 
-def row_schedule(row: str, size: int) -> VPBlurSchedule:
+def row_schedule(row: str, size: int) -> dict:
+    """The row's schedule as config data (the run builds it once, gendiff.training.build_run)."""
     kind, f_N, scaled, f2c = ROWS[row]
-    return VPBlurSchedule(kind, scaled_f_N(kind, f_N, size) if scaled else f_N, N=N, fine_to_coarse=f2c)
+    return {"name": "vp_blur", "f_type": kind, "f_N": scaled_f_N(kind, f_N, size) if scaled else f_N, "N": N,
+            "fine_to_coarse": f2c}
 
 
 def parse_args(argv=None):
@@ -109,7 +110,7 @@ def row_config(args, data: str, row: str) -> RunConfig:
     s = DATASETS[data]
     args.size = s.size  # model_dict reads it
     base = replace(DEMO_TRAIN, steps=s.train_steps, batch_size=s.batch_size, sample_steps=s.sample_steps)
-    return RunConfig(row, GaussianBlurBasis((s.size, s.size), sigma=SIGMA).config(), row_schedule(row, s.size).config(),
+    return RunConfig(row, {"name": "blur", "shape": [s.size, s.size], "sigma": SIGMA}, row_schedule(row, s.size),
                      model_dict(args, 1), DataConfig(data, s.size, 1), train_config(args, base),
                      fabric_config(args), str(Path(args.out, data)))
 
