@@ -144,7 +144,7 @@ def test_photos_need_no_network(monkeypatch):
 
 
 def test_embedded_registry():
-    assert set(EMBEDDED) == {"digits", "photos", "photos-gray"}
+    assert set(EMBEDDED) == {"digits", "photos", "photos-gray", "signals"}
     ds = embedded_dataset("photos-gray", split="test", size=8)
     check_images(ds, 1, 8)
     with pytest.raises(ValueError, match="digits.*photos.*photos-gray"):

@@ -18,6 +18,13 @@ shares pixels with a train crop:
 With the default ``crops_per_photo=256``: "photos" has 1536 train / 512 test crops,
 "photos-gray" 3584 train / 1024 test crops.
 
+``SignalsDataset`` ("signals") -- smooth random 1-D signals generated here, (1, L): each is a
+sum of ``components`` sinusoids with whole numbers of cycles k in 1..min(8, L // 4) over the
+window (so each signal is periodic), amplitudes ∝ u/k with u uniform in [0.5, 1] (a 1/f²
+power spectrum, like natural images), uniform phases; each signal is scaled by its amplitude sum
+into [0, 1]. The splits are different draws of ``numpy.random.default_rng([seed, split])``:
+2048 train and 512 test signals by default. For the 1-D demo and tests.
+
 ``cat`` (same picture as chelsea), ``motorcycle_right`` (near-duplicate of the left view), and
 the synthetic images (colorwheel, logo, checkerboard, phantom, horse, binary_blobs) are not used.
 
@@ -88,6 +95,8 @@ class DigitsDataset(torch.utils.data.Dataset):
         labels: the digit classes, int64 ``(N,)`` (not returned by ``__getitem__``).
         indices: positions of the split's images in ``load_digits()``.
     """
+
+    spec = "digits"
 
     def __init__(self, split: str = "train", size: int = 16,
                  value_range: tuple[float, float] = (-1.0, 1.0)):
@@ -195,6 +204,7 @@ class PhotoCropsDataset(torch.utils.data.Dataset):
         self.photo_index = torch.arange(len(self.photos)).repeat_interleave(int(crops_per_photo))
         self.split, self.size, self.grayscale = split, int(size), grayscale
         self.value_range = tuple(value_range)
+        self.spec = "photos-gray" if grayscale else "photos"
 
     def __len__(self) -> int:
         return len(self.images)
@@ -203,20 +213,69 @@ class PhotoCropsDataset(torch.utils.data.Dataset):
         return self.images[index]
 
 
+class SignalsDataset(torch.utils.data.Dataset):
+    """Smooth random 1-D signals, one channel, length ``size`` (see the module doc).
+
+    Args:
+        split: "train" or "test" (independent draws).
+        size: the length L.
+        value_range: ``(lo, hi)`` that the signals in [0, 1] are mapped to.
+        n: how many signals (default 2048 train, 512 test).
+        components: sinusoids per signal.
+        seed: with the split, seeds the draw.
+
+    Attributes:
+        signals: the whole split, float32 ``(n, 1, L)``.
+    """
+
+    spec = "signals"
+
+    def __init__(self, split: str = "train", size: int = 64, value_range: tuple[float, float] = (-1.0, 1.0),
+                 n: int | None = None, components: int = 4, seed: int = 0):
+        _check_split(split)
+        size, n = int(size), int(n if n is not None else (2048 if split == "train" else 512))
+        if size < 2 or n < 1 or components < 1:
+            raise ValueError(f"signals need size ≥ 2, n ≥ 1 and components ≥ 1, got {size}, {n}, {components}")
+        rng = np.random.default_rng([seed, SPLITS.index(split)])
+        k = rng.integers(1, max(1, min(8, size // 4)) + 1, size=(n, components, 1))
+        amp = rng.uniform(0.5, 1.0, size=(n, components, 1)) / k
+        phase = rng.uniform(0.0, 2 * np.pi, size=(n, components, 1))
+        t = np.arange(size) / size
+        x = (amp * np.sin(2 * np.pi * k * t + phase)).sum(1) / amp.sum(1)  # in [-1, 1]
+        self.signals = map_range(torch.from_numpy(0.5 + 0.5 * x)[:, None], (0.0, 1.0), value_range)
+        self.split, self.size, self.value_range = split, size, tuple(value_range)
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.signals[index]
+
+
 EMBEDDED: dict[str, Callable[..., torch.utils.data.Dataset]] = {
     "digits": DigitsDataset,
     "photos": PhotoCropsDataset,
     "photos-gray": partial(PhotoCropsDataset, grayscale=True),
+    "signals": SignalsDataset,
 }
 
 
-def embedded_dataset(name: str, split: str = "train", size: int | None = None,
-                     value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.utils.data.Dataset:
-    """Build the embedded dataset ``name`` ("digits", "photos" or "photos-gray").
+def embedded_dataset(name: str, split: str = "train", size: int | tuple[int, ...] | None = None,
+                     value_range: tuple[float, float] = (-1.0, 1.0), **args) -> torch.utils.data.Dataset:
+    """Build the embedded dataset ``name`` ("digits", "photos", "photos-gray" or "signals").
 
-    ``size=None`` keeps the dataset's own default (16 for digits, 32 for photos).
+    ``size`` is the side (the length of a signal), or the sides, all equal; ``None`` keeps the
+    dataset's own default (16 for digits, 32 for photos, 64 for signals). ``args`` go to the
+    dataset's constructor (e.g. ``n`` for signals).
     """
     if name not in EMBEDDED:
         raise ValueError(f"unknown embedded dataset {name!r}; valid names: {', '.join(EMBEDDED)}")
+    if size is not None and not isinstance(size, int):
+        if len(set(size)) != 1:
+            raise ValueError(f"the embedded dataset {name!r} has equal sides, got {tuple(size)}")
+        size = int(size[0])
     kwargs = {} if size is None else {"size": size}
-    return EMBEDDED[name](split=split, value_range=value_range, **kwargs)
+    try:
+        return EMBEDDED[name](split=split, value_range=value_range, **kwargs, **args)
+    except TypeError as e:
+        raise ValueError(f"embedded dataset {name!r}: arguments {args}: {e}") from None

@@ -1,10 +1,11 @@
 """Images from a folder tree, and the decoding helpers the other datasets share.
 
 ``ImageFolderDataset`` walks ``root`` recursively, keeps every file whose extension is one of
-``IMAGE_EXTENSIONS`` (case-insensitive) and resizes each image to ``size x size`` by a plain
-resize of the WHOLE image: no cropping, so the aspect ratio is not preserved. This is how the
-blurring-diffusion / heat-dissipation papers prepared LSUN, and it keeps every pixel of the
-scene in the training image.
+``IMAGE_EXTENSIONS`` (case-insensitive) and resizes each image to ``size x size`` (or to
+``size = (H, W)``, e.g. (24, 16) for 3:2 portraits, which keeps such images' aspect ratio) by
+a plain resize of the WHOLE image: no cropping, so an aspect ratio other than H:W is not
+preserved. This is how the blurring-diffusion / heat-dissipation papers prepared LSUN, and it
+keeps every pixel of the scene in the training image.
 
 Files that cannot be decoded are skipped at read time: ``__getitem__`` returns the next readable
 image instead, the file is counted in ``n_skipped`` and a warning is issued once per dataset
@@ -53,19 +54,34 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
 
 
-def pil_to_tensor(img: Image.Image, size: int, channels: int,
-                  value_range: tuple[float, float]) -> torch.Tensor:
-    """Convert a PIL image to a float32 ``(channels, size, size)`` tensor in ``value_range``.
+def image_sides(size: int | tuple[int, ...]) -> tuple[int, int]:
+    """``(H, W)`` from a side ``n`` (square) or ``(H, W)``; ValueError for anything else."""
+    sides = (size, size) if isinstance(size, int) else tuple(size)
+    if len(sides) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sides):
+        raise ValueError(f"an image size is a positive side or (H, W), got {size!r}")
+    return sides
 
-    The whole image is resized to ``size x size`` (bicubic; PIL antialiases when shrinking);
-    nothing is cropped, so the aspect ratio is not preserved.
+
+def pil_to_tensor(img: Image.Image, size: int | tuple[int, int], channels: int,
+                  value_range: tuple[float, float]) -> torch.Tensor:
+    """Convert a PIL image to a float32 ``(channels, H, W)`` tensor in ``value_range``.
+
+    The whole image is resized to ``size x size`` or ``size = (H, W)`` (bicubic; PIL
+    antialiases when shrinking); nothing is cropped.
     """
+    h, w = image_sides(size)
     img = _to_8bit(img).convert(_MODES[channels])
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.float32) / 255.0
-    x = torch.from_numpy(arr.reshape(size, size, channels)).permute(2, 0, 1).contiguous()
+    x = torch.from_numpy(arr.reshape(h, w, channels)).permute(2, 0, 1).contiguous()
     return map_range(x, (0.0, 1.0), value_range)
+
+
+def _size(size: int | tuple[int, int]) -> int | tuple[int, int]:
+    """A square's side as an int (as before), other sizes as (H, W)."""
+    h, w = image_sides(size)
+    return h if h == w else (h, w)
 
 
 def decode_image(data: bytes | str | os.PathLike) -> Image.Image:
@@ -81,10 +97,10 @@ def decode_image(data: bytes | str | os.PathLike) -> Image.Image:
         return ImageOps.exif_transpose(img)
 
 
-def check_size_channels(size: int, channels: int) -> None:
-    """Raise ValueError for a non-positive ``size`` or a channel count other than 1 or 3."""
-    if int(size) < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
+def check_size_channels(size: int | tuple[int, int], channels: int) -> None:
+    """Raise ValueError for a size that is not a positive side or (H, W), or a channel count
+    other than 1 or 3."""
+    image_sides(size)
     if channels not in _MODES:
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
 
@@ -160,11 +176,11 @@ class SkipsBadRecords(torch.utils.data.Dataset):
 
 
 class ImageFolderDataset(SkipsBadRecords):
-    """All images under a folder, resized (not cropped) to ``size x size``.
+    """All images under a folder, resized (not cropped) to ``size x size`` or ``(H, W)``.
 
     Args:
         root: folder to search recursively for ``IMAGE_EXTENSIONS`` files.
-        size: output height and width in pixels.
+        size: output side in pixels, or ``(H, W)``.
         channels: 3 for RGB, 1 for grayscale (converted with PIL's luminance formula).
         value_range: ``(lo, hi)`` that pixel values in [0, 1] are mapped to linearly.
 
@@ -173,14 +189,15 @@ class ImageFolderDataset(SkipsBadRecords):
         n_skipped: how many distinct files failed to decode so far (in this process).
     """
 
-    def __init__(self, root: str | os.PathLike, size: int = 64, channels: int = 3,
+    def __init__(self, root: str | os.PathLike, size: int | tuple[int, int] = 64, channels: int = 3,
                  value_range: tuple[float, float] = (-1.0, 1.0)):
         super().__init__()
         check_size_channels(size, channels)
         check_range(value_range)  # validate early
         self.root = Path(root).expanduser()
         self.files = list_images(self.root)
-        self.size, self.channels, self.value_range = int(size), channels, tuple(value_range)
+        self.size, self.channels, self.value_range = _size(size), channels, tuple(value_range)
+        self.spec = str(root)  # what a run trained on it records (gendiff.training.trainer)
 
     what = "image file"
 

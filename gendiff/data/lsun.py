@@ -39,7 +39,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from gendiff.data.folder import SkipsBadRecords, check_size_channels, decode_image
+from gendiff.data.folder import SkipsBadRecords, _size, check_size_channels, decode_image
 from gendiff.value_range import check_range
 
 _CACHE_VERSION = 2
@@ -216,14 +216,15 @@ class LSUNDataset(SkipsBadRecords):
         n_corrupt: how many distinct records failed to decode so far (in this process).
     """
 
-    def __init__(self, root: str | os.PathLike, size: int = 64,
+    def __init__(self, root: str | os.PathLike, size: int | tuple[int, int] = 64,
                  value_range: tuple[float, float] = (-1.0, 1.0),
                  cache_dir: str | os.PathLike | None = None, max_readers: int = 126):
         super().__init__()
         check_size_channels(size, 3)
         check_range(value_range)  # validate early
         self.root = resolve_lsun_root(root)
-        self.size, self.value_range, self.max_readers = int(size), tuple(value_range), max_readers
+        self.size, self.value_range, self.max_readers = _size(size), tuple(value_range), max_readers
+        self.spec = str(root)
         self.keys, self.key_cache = load_keys(self.root, cache_dir, max_readers)
         if not self.keys:
             raise FileNotFoundError(f"LSUN LMDB {str(self.root)!r} holds no records")

@@ -135,14 +135,53 @@ class FabricConfig:
         return v
 
 
+MAX_AXES = 3             # spatial axes of one example: signals, images, volumes
+MAX_ELEMENTS = 2**27     # values in one example (C × sides): 512³, or 4096² × 8
+
+
 @schema
 class DataConfig:
-    """Args: spec (embedded name or path), size, channels, value_range ((−1, 1) or (0, 1))."""
+    """What the run trains on; :func:`gendiff.training.run.event_shape` reads its shape.
+
+    Args:
+        spec: an embedded name ("digits", "photos", "photos-gray", "signals"), a path (image
+            folder, LSUN LMDB, ``.npy``/``.npz`` array) or the import path
+            ``package.module:Name`` of a dataset class or function, called with ``args``
+            (code: the trust check counts it, gendiff.training.trust).
+        size: the side of square images; used when ``shape`` is None.
+        shape: the spatial sides of one example, one per axis: ``[64]`` (signals), ``[24, 16]``
+            (H, W images), ``[8, 8, 8]`` (volumes); None means ``[size, size]``.
+        channels: C, the leading axis of every example.
+        value_range: ``(lo, hi)`` of the data ((−1, 1) or (0, 1)).
+        args: keyword arguments of the dataset ``spec`` names: a plug-in's constructor
+            arguments, or ``{"key": name}`` for an ``.npz`` holding several arrays.
+    """
 
     spec: Text = "digits"
     size: Int(1, MAX_SIZE) = 16
     channels: Int(1, MAX_CHANNELS) = 1
     value_range: tuple[Num(-1e6, 1e6), Num(-1e6, 1e6)] = (-1.0, 1.0)
+    shape: Annotated[tuple[Int(1, MAX_SIZE), ...], Field(min_length=1, max_length=MAX_AXES)] | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sides(self) -> tuple[int, ...]:
+        """The spatial sides of one example: ``shape``, or ``(size, size)``."""
+        return tuple(self.shape) if self.shape is not None else (self.size, self.size)
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, v):
+        _json_only(v, "args")
+        return v
+
+    @model_validator(mode="after")
+    def _not_too_large(self):
+        n = self.channels * math.prod(self.sides)
+        if n > MAX_ELEMENTS:
+            raise ValueError(f"one example of {self.channels} × {list(self.sides)} holds {n} values, more than "
+                             f"{MAX_ELEMENTS}")
+        return self
 
     @field_validator("value_range")
     @classmethod
@@ -173,20 +212,29 @@ def _json_only(v, where: str) -> None:
 
 # Arguments that size what a component allocates or loops over, whatever the component: a crafted
 # file must not ask for a 10**9-step heat schedule, a 20000² eigendecomposition or a huge UNet.
-SIZE_BOUNDS = {"N": MAX_N, "K": MAX_N, "image_size": MAX_SIZE, "model_channels": 4096, "num_res_blocks": 64,
-               "in_channels": MAX_CHANNELS, "out_channels": MAX_CHANNELS}
+SIZE_BOUNDS = {"N": MAX_N, "K": MAX_N, "model_channels": 4096, "num_res_blocks": 64,
+               "in_channels": MAX_CHANNELS, "out_channels": MAX_CHANNELS, "dims": MAX_AXES}
+# Arguments that give sides: one int or one per axis (at most MAX_AXES + 1 with a channel axis).
+SIDES = {"image_size": "an integer", "shape": "integers"}
+
+
+def _is_int(n, hi: int) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= hi
 
 
 def _check_sizes(v: Component) -> None:
     for key, hi in SIZE_BOUNDS.items():
         n = v.get(key)
-        if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= hi):
+        if n is not None and not _is_int(n, hi):
             raise ValueError(f"{key} must be an integer in 1..{hi}, got {n!r}")
-    shape = v.get("shape")
-    if shape is not None:
-        dims = shape if isinstance(shape, (list, tuple)) else [shape]
-        if not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIZE for s in dims):
-            raise ValueError(f"shape must be integers in 1..{MAX_SIZE}, got {shape!r}")
+    for key in SIDES:
+        sides = v.get(key)
+        if sides is None:
+            continue
+        dims = sides if isinstance(sides, (list, tuple)) else [sides]
+        if not (1 <= len(dims) <= MAX_AXES + 1 and all(_is_int(s, MAX_SIZE) for s in dims)):
+            raise ValueError(f"{key} must be {SIDES[key]} in 1..{MAX_SIZE} (one side, or a list of at most "
+                             f"{MAX_AXES + 1}, one per axis), got {sides!r}")
     mult = v.get("channel_mult")
     if mult is not None and not (isinstance(mult, (list, tuple)) and len(mult) <= 8 and all(
             isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 16 for m in mult)):

@@ -76,9 +76,9 @@ def network_config(model: nn.Module) -> dict[str, Any]:
 def build_diffusion(config: RunConfig) -> Diffusion:
     """The run's diffusion alone (:func:`~gendiff.training.run.build_run` builds the whole run); its
     sampler, grid budget and sampler options are checked against it, the first place N is known."""
-    from .run import _check_sampling, _diffusion, sampling_config
-    diffusion, d = _diffusion(config), config.data
-    _check_sampling(sampling_config(config), diffusion, (d.channels, d.size, d.size))
+    from .run import _check_sampling, _diffusion, event_shape, sampling_config
+    diffusion = _diffusion(config)
+    _check_sampling(sampling_config(config), diffusion, event_shape(config.data))
     return diffusion
 
 

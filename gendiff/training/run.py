@@ -24,10 +24,10 @@ from gendiff.priors import build_prior
 from gendiff.samplers import check_sampler_options
 from gendiff.schedules import build_schedule
 
-from .config import MAX_N, ConfigError, Flag, Int, RunConfig, Text, schema
+from .config import MAX_N, ConfigError, DataConfig, Flag, Int, RunConfig, Text, schema
 from .trust import require_trust
 
-__all__ = ["Run", "build_run", "SamplingConfig", "sampling_config", "run_sampling", "planned_steps", "sample_run"]
+__all__ = ["Run", "build_run", "event_shape", "SamplingConfig", "sampling_config", "run_sampling", "planned_steps", "sample_run"]
 
 
 @schema
@@ -74,6 +74,13 @@ def planned_steps(diffusion: Diffusion, s: SamplingConfig, requested: bool = Fal
     return sampling_steps(s.sampler, s.steps, diffusion.last_train_step, requested=requested)
 
 
+def event_shape(data: DataConfig) -> tuple[int, ...]:
+    """The shape of one example, ``(C, *sides)``: (C, L) signals, (C, H, W) images, (C, D, H, W)
+    volumes. The one place the data's shape is derived (from ``data.channels`` and
+    ``data.shape``, or the square ``data.size``); samples are ``(n, *event_shape)``."""
+    return (data.channels, *data.sides)
+
+
 @dataclass(frozen=True, eq=False)
 class Run:
     """A :class:`RunConfig` built: the diffusion, the network, the data and the sampling prior.
@@ -89,9 +96,9 @@ class Run:
     prior: Any
 
     @property
-    def sample_shape(self) -> tuple[int, ...]:
-        d = self.config.data
-        return (d.channels, d.size, d.size)
+    def event_shape(self) -> tuple[int, ...]:
+        """``(C, *sides)`` of one example (:func:`event_shape`)."""
+        return event_shape(self.config.data)
 
 
 def build_run(config: RunConfig, trust_code: bool = False, *, diffusion: Diffusion | None = None,
@@ -111,14 +118,14 @@ def build_run(config: RunConfig, trust_code: bool = False, *, diffusion: Diffusi
             :class:`~gendiff.training.trust.UntrustedCodeError` for untrusted import paths.
     """
     parts = {k: v for k, v in config.to_dict().items() if k in ("basis", "schedule", "parameterization", "prior",
-                                                                "model", "train")}
+                                                                "model", "train", "data")}
     skip = (["basis", "schedule", "parameterization"] if diffusion is not None else []) + \
-        (["model"] if model is not None else []) + (["prior"] if prior is not None else [])
+        (["model"] if model is not None else []) + (["prior"] if prior is not None else []) + \
+        (["data"] if dataset is not None else [])
     require_trust({k: v for k, v in parts.items() if k not in skip}, f"run {config.name!r}", trust_code)
     diffusion = diffusion or _diffusion(config)
-    d = config.data
     _check_shape(config, diffusion)
-    _check_sampling(sampling_config(config), diffusion, (d.channels, d.size, d.size))
+    _check_sampling(sampling_config(config), diffusion, event_shape(config.data))
     loader = (lambda: dataset) if dataset is not None else functools.cache(lambda: _dataset(config))
     if check_dataset:  # before the network: a bad data path fails before a large model is allocated
         _check_first(config, loader())
@@ -176,34 +183,42 @@ def _check_sampling(s: SamplingConfig, diffusion: Diffusion, shape) -> None:
 def _dataset(config: RunConfig):
     d = config.data
     try:
-        return build_dataset(d.spec, split="train", size=d.size, value_range=d.value_range, channels=d.channels)
+        return build_dataset(d.spec, split="train", size=d.sides, value_range=d.value_range, channels=d.channels,
+                             args=d.args)
+    except ImportError as e:
+        raise ConfigError(f"data.spec {d.spec!r}: {e}") from e
     except (OSError, ValueError, RuntimeError) as e:  # missing/empty folder, bad LMDB, unreadable images
         raise ConfigError(f"data.spec {d.spec!r}: {e}") from e
 
 
 def _check_first(config: RunConfig, dataset) -> None:
     """The data's first item has the configured shape."""
-    d, want = config.data, (config.data.channels, config.data.size, config.data.size)
+    d, want = config.data, event_shape(config.data)
     try:
         first = dataset[0] if len(dataset) else None
     except (OSError, ValueError, RuntimeError) as e:
         raise ConfigError(f"data.spec {d.spec!r}: {e}") from e
     if first is None:
-        raise ConfigError(f"data.spec {d.spec!r} holds no images")
-    if tuple(first.shape) != want:
-        raise ConfigError(f"data.spec {d.spec!r} gives images of shape {tuple(first.shape)}, but the run expects "
-                          f"{want} (data.channels {d.channels}, data.size {d.size})")
+        raise ConfigError(f"data.spec {d.spec!r} holds no examples")
+    got = tuple(getattr(first, "shape", ()))
+    if got != want:
+        raise ConfigError(f"data.spec {d.spec!r} gives examples of shape {got}, but the run expects {want} "
+                          f"(data.channels {d.channels}, {_sides_field(d)})")
 
 
 def _check_shape(config: RunConfig, diffusion: Diffusion) -> None:
     """The basis takes the data's shape."""
     d = config.data
-    want = (d.channels, d.size, d.size)
+    want = event_shape(d)
     try:
         check_data(torch.zeros(1, *want), diffusion.basis)
     except ValueError as e:
-        raise ConfigError(f"invalid run {config.name!r}: the data are {'×'.join(map(str, want))} (data.size, "
-                          f"data.channels) but basis {config.basis} does not take them: {e}") from e
+        raise ConfigError(f"invalid run {config.name!r}: the data are {'×'.join(map(str, want))} (data.channels, "
+                          f"{_sides_field(d)}) but basis {config.basis} does not take them: {e}") from e
+
+
+def _sides_field(d: DataConfig) -> str:
+    return f"data.shape {list(d.shape)}" if d.shape is not None else f"data.size {d.size}"
 
 
 @torch.no_grad()
@@ -230,7 +245,7 @@ def sample_run(run: Run, n: int, sampling: SamplingConfig | None = None, *, mode
     model = run.model if model is None else model
     out, batch = [], batch_size or n
     for k in range(0, n, batch):
-        x = d.sample(model, (min(batch, n - k), *run.sample_shape), sampler=s.sampler, steps=steps,
+        x = d.sample(model, (min(batch, n - k), *run.event_shape), sampler=s.sampler, steps=steps,
                      generator=generator, device=device, progress=progress, prior=run.prior, clip_x0=clip,
                      callback=callback, **s.options)
         out.append(x.cpu())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import signal
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +16,8 @@ from torch import nn
 
 from gendiff.diffusion import Diffusion
 from gendiff.figures import forward_strip, save_grid
+from gendiff.models import UNetConfig
+from gendiff.registry import import_path
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic, verified
 from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
@@ -64,8 +67,8 @@ class Trainer:
     Either a :class:`Run` (built by :func:`build_run`, as the recipes do: nothing is built
     again), a :class:`RunConfig` (built once by :meth:`setup`), or ready
     components: ``diffusion`` (or ``basis`` and ``schedule``), any ``nn.Module`` called as
-    ``model(x_i, i)``, and the data as a :class:`DataConfig` or a ``dataset`` of (C, H, W)
-    tensors. Ready components are recorded in the run's config by :meth:`config` / import path
+    ``model(x_i, i)``, and the data as a :class:`DataConfig` or a ``dataset`` of (C, *sides)
+    tensors (recorded by :func:`data_config`: its shape, and its spec when it has one). Ready components are recorded in the run's config by :meth:`config` / import path
     (gendiff.registry), so :func:`load_run` rebuilds them when they live in importable modules.
 
         Trainer(config).fit()
@@ -303,9 +306,10 @@ def mean_over_ranks(fabric: Fabric, loss: torch.Tensor) -> float:
 def check_same_run(path: Path, saved: dict, ours: dict) -> None:
     """Refuse to continue a checkpoint of a different process under the same name."""
     keys = ["basis", "schedule", "parameterization", "prior", "model"]
-    diff = [k for k in keys if k in saved and saved[k] != ours[k]]
-    diff += [f"data.{k}" for k in ("spec", "size", "channels", "value_range")
-             if _plain(saved.get("data", {}).get(k)) != _plain(ours["data"][k])]
+    diff = [k for k in keys if k in saved and _same_form(k, saved[k]) != _same_form(k, ours[k])]
+    data = {**_defaults(DataConfig), **saved.get("data", {})}  # a checkpoint from before a data field existed has its default
+    diff += [f"data.{k}" for k in ("spec", "size", "channels", "value_range", "shape", "args")
+             if _plain(data.get(k)) != _plain(ours["data"][k])]
     diff += [f"train.{k}" for k in ("last_train_step", "seed", "batch_size", "lr", "ema_decay", "ema_warmup",
                                     "grad_clip") if saved.get("train", {}).get(k) != ours["train"][k]]
     if diff:
@@ -332,6 +336,21 @@ def check_extends(path: Path, step, ours: RunConfig) -> None:
 
 def _plain(v):
     return list(v) if isinstance(v, tuple) else v
+
+
+def _defaults(cls) -> dict:
+    return {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(cls)}
+
+
+def _same_form(kind: str, v):
+    """A UNet's fields as its config holds them (tuples, defaults of fields added since, such as
+    ``dims``), so a checkpoint recorded before a field existed is the same run; the rest as is."""
+    if kind == "model" and isinstance(v, dict) and "name" not in v and "unrecorded" not in v:
+        try:
+            return asdict(UNetConfig(**v))
+        except (TypeError, ValueError):
+            return v
+    return v
 
 
 def _last_good(run_dir: Path) -> str:
@@ -415,17 +434,41 @@ def _run_config(config, diffusion, model, data, train, fabric, name, out_dir) ->
         if diffusion is None or model is None:
             raise TypeError("Trainer needs a RunConfig, or ready components: diffusion (or basis and schedule) "
                             "and model")
-        fields = {"name": name, "data": data or DataConfig(), "train": train or TrainConfig(),
-                  "fabric": fabric or FabricConfig(), "out_dir": out_dir}
+        data = data or (data_config(dataset) if dataset is not None else DataConfig())
+        parts = {"name": name, "data": data, "train": train or TrainConfig(),
+                 "fabric": fabric or FabricConfig(), "out_dir": out_dir}
     else:
-        fields = config.to_dict()
-        fields.update(data=config.data, train=config.train, fabric=config.fabric)
+        parts = config.to_dict()
+        parts.update(data=config.data, train=config.train, fabric=config.fabric)
     if diffusion is not None:
-        fields.update(basis=_recorded(diffusion.basis.config), schedule=_recorded(diffusion.schedule.config),
-                      parameterization=_recorded(diffusion.parameterization.config))
+        parts.update(basis=_recorded(diffusion.basis.config), schedule=_recorded(diffusion.schedule.config),
+                     parameterization=_recorded(diffusion.parameterization.config))
     if model is not None:
-        fields["model"] = _recorded(lambda: network_config(model))
-    return RunConfig(**fields)
+        parts["model"] = _recorded(lambda: network_config(model))
+    return RunConfig(**parts)
+
+
+def data_config(dataset, value_range=None) -> DataConfig:
+    """What a run trained on ``dataset`` (given from Python) records: its shape and channels from
+    its first example; its ``spec`` (and ``args``) when it has them (gendiff's datasets do), else
+    its class's import path and ``config()`` (a plug-in's constructor arguments), else a note
+    that it was not recorded (training works; rebuilding the data from the checkpoint does not).
+    ``value_range``: the dataset's own ``value_range`` attribute, else (−1, 1)."""
+    first = dataset[0]
+    channels, *sides = tuple(first.shape)
+    if not 1 <= len(sides) <= 3:
+        raise ValueError(f"a dataset's examples must be (C, *sides) with 1 to 3 spatial axes, got {tuple(first.shape)}")
+    spec, args = getattr(dataset, "spec", None), dict(getattr(dataset, "args", None) or {})
+    if not isinstance(spec, str):
+        try:
+            spec = import_path(type(dataset), "dataset")
+            args = dict(dataset.config()) if callable(getattr(dataset, "config", None)) else {}
+        except TypeError:
+            spec = f"(unrecorded {type(dataset).__qualname__} given to the Trainer from Python)"
+    square = len(sides) == 2 and sides[0] == sides[1]
+    vr = value_range or getattr(dataset, "value_range", None) or (-1.0, 1.0)
+    return DataConfig(spec=spec, size=sides[0] if square else _defaults(DataConfig)["size"], channels=channels,
+                      value_range=tuple(float(v) for v in vr), shape=None if square else tuple(sides), args=args)
 
 
 def _recorded(config_fn) -> dict:

@@ -3,7 +3,8 @@
 A string in a config becomes an import exactly when it contains ``':'``: that is the one test
 :meth:`gendiff.registry.Registry.resolve` and :func:`~gendiff.training.loading.build_network`
 apply before :func:`gendiff.registry.import_object`. So every such string in a component (its
-name and every argument, e.g. a schedule's ``noise`` or blur speed) or in ``train.sampler`` is
+name and every argument, e.g. a schedule's ``noise`` or blur speed), in ``train.sampler`` or in
+the data (``data.spec``, a dataset named ``package.module:Name``, and its ``data.args``) is
 code, whatever it looks like (``0evil:Net``, ``my-mod:X`` are importable too); a registered
 name never has one. No pattern decides what looks like a module.
 
@@ -46,8 +47,9 @@ def code_names(config: Any) -> list[str]:
 
     for part in COMPONENTS:
         walk(config.get(part))
-    train = config.get("train")
+    train, data = config.get("train"), config.get("data")
     walk(train.get("sampler") if isinstance(train, dict) else None)
+    walk([data.get("spec"), data.get("args")] if isinstance(data, dict) else None)
     return sorted(found)
 
 
