@@ -17,7 +17,23 @@ import torch
 from gendiff.files import write_atomic
 from gendiff.value_range import map_range
 
-__all__ = ["radial_spectrum", "spectrum_error", "plot_spectra"]
+__all__ = ["radial_spectrum", "signal_spectrum", "spectrum_error", "signal_spectrum_error", "plot_spectra",
+           "require_images"]
+
+KINDS = {3: "signals (N, C, L)", 4: "images (N, C, H, W)", 5: "volumes (N, C, D, H, W)"}
+
+
+def require_images(x, metric: str, min_side: int = 1) -> None:
+    """ValueError unless ``x`` is a batch of 2-D images (N, C, H, W) with sides ≥ ``min_side``:
+    the metrics defined only for images refuse other shapes with this message, never a NaN."""
+    shape = tuple(x.shape)
+    if len(shape) != 4:
+        kind = KINDS.get(len(shape), f"{len(shape)}-axis data")
+        hint = "; for signals use signal_spectrum_error" if len(shape) == 3 else ""
+        raise ValueError(f"{metric} is defined for 2-D images (N, C, H, W), got {kind} of shape {shape}{hint}")
+    if min(shape[-2:]) < min_side:
+        raise ValueError(f"{metric} needs images of at least {min_side}×{min_side} pixels, got {shape[-2]}×{shape[-1]}"
+                         f"{'; a 1×L image is a signal: use signal_spectrum_error' if min(shape[-2:]) == 1 else ''}")
 
 
 def _radius_bins(h: int, w: int) -> tuple[torch.Tensor, int]:
@@ -45,7 +61,11 @@ def radial_spectrum(x, value_range=(-1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]
     Returns:
         (freqs, power): numpy arrays of length min(H, W) // 2; freqs in cycles per pixel
         (1/S ... 0.5), the DC bin omitted because the mean is removed.
+
+    Raises:
+        ValueError: ``x`` is not (N, C, H, W) with both sides ≥ 2 (no frequency bin otherwise).
     """
+    require_images(x, "the radial power spectrum", min_side=2)
     x = map_range(x, value_range).double()
     h, w = x.shape[-2:]
     x = x - x.mean(dim=(-2, -1), keepdim=True)
@@ -56,6 +76,24 @@ def radial_spectrum(x, value_range=(-1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]
     counts = torch.bincount(radius[keep], minlength=r_max + 1)
     freqs = torch.arange(1, r_max + 1, dtype=torch.float64) / min(h, w)
     return freqs.numpy(), (sums[1:] / counts[1:]).numpy()
+
+
+@torch.no_grad()
+def signal_spectrum(x, value_range=(-1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Power spectrum of a batch of 1-D signals (N, C, L): each signal and channel has its mean
+    removed, |rFFT|² / L is averaged over signals and channels.
+
+    Returns:
+        (freqs, power): numpy arrays of length L // 2, freqs in cycles per sample (1/L ... 0.5),
+        the DC bin omitted.
+    """
+    if x.ndim != 3 or x.shape[-1] < 2:
+        raise ValueError(f"signal_spectrum takes signals (N, C, L) with L ≥ 2, got shape {tuple(x.shape)}")
+    x = map_range(x, value_range).double()
+    n = x.shape[-1]
+    x = x - x.mean(dim=-1, keepdim=True)
+    power = (torch.fft.rfft(x).abs() ** 2).mean(dim=(0, 1)) / n
+    return (torch.arange(1, n // 2 + 1, dtype=torch.float64) / n).numpy(), power[1:n // 2 + 1].numpy()
 
 
 def _band_names(n_bands: int) -> list[str]:
@@ -79,10 +117,23 @@ def spectrum_error(samples, data, n_bands: int = 3, value_range=(-1.0, 1.0),
         single score, 0 for identical spectra), "freqs" and "log_ratio" (the full curves,
         numpy arrays).
     """
-    freqs, ps = radial_spectrum(samples, value_range)
-    freqs_d, pd = radial_spectrum(data, value_range)
+    return _band_errors(radial_spectrum, samples, data, n_bands, value_range, eps)
+
+
+def signal_spectrum_error(samples, data, n_bands: int = 3, value_range=(-1.0, 1.0), eps: float = 1e-20) -> dict:
+    """:func:`spectrum_error` for 1-D signals (N, C, L): the log power ratio of samples to data
+    per frequency band of :func:`signal_spectrum`; the same keys."""
+    return _band_errors(signal_spectrum, samples, data, n_bands, value_range, eps)
+
+
+def _band_errors(spectrum, samples, data, n_bands, value_range, eps) -> dict:
+    freqs, ps = spectrum(samples, value_range)
+    freqs_d, pd = spectrum(data, value_range)
     if len(freqs) != len(freqs_d):
-        raise ValueError("samples and data have different image sizes")
+        raise ValueError(f"samples and data have different sizes: {tuple(samples.shape[2:])} vs {tuple(data.shape[2:])}")
+    if len(freqs) < n_bands:  # an empty band would be a NaN
+        raise ValueError(f"{len(freqs)} frequency bins cannot fill {n_bands} bands: the data are too small "
+                         f"({tuple(samples.shape[2:])})")
     log_ratio = np.log(np.maximum(ps, eps)) - np.log(np.maximum(pd, eps))
     out = {name: float(band.mean()) for name, band in
            zip(_band_names(n_bands), np.array_split(log_ratio, n_bands))}
@@ -91,11 +142,17 @@ def spectrum_error(samples, data, n_bands: int = 3, value_range=(-1.0, 1.0),
     return out
 
 
+def spectrum_of(x, value_range=(-1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """The spectrum that fits ``x``'s shape: :func:`signal_spectrum` for signals (N, C, L),
+    :func:`radial_spectrum` for images (N, C, H, W); ValueError for anything else."""
+    return (signal_spectrum if x.ndim == 3 else radial_spectrum)(x, value_range)
+
+
 def plot_spectra(images: dict, path, value_range=(-1.0, 1.0), title: str | None = None):
-    """Write a PNG of log power against frequency, one curve per image set.
+    """Write a PNG of log power against frequency, one curve per set.
 
     Args:
-        images: name -> image batch (N, C, H, W).
+        images: name -> image batch (N, C, H, W) or signal batch (N, C, L).
         path: output file (PNG).
         value_range: range of float inputs (uint8 sets are read as [0, 255]).
         title: optional figure title.
@@ -111,9 +168,10 @@ def plot_spectra(images: dict, path, value_range=(-1.0, 1.0), title: str | None 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for name, x in images.items():
-        freqs, power = radial_spectrum(x, value_range)
+        freqs, power = spectrum_of(x, value_range)
         ax.loglog(freqs, power, label=name)
-    ax.set_xlabel("frequency (cycles / pixel)")
+    ax.set_xlabel("frequency (cycles / sample)" if next(iter(images.values())).ndim == 3 else
+                  "frequency (cycles / pixel)")
     ax.set_ylabel("power")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

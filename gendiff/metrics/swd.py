@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gendiff.metrics.spectrum import require_images
 from gendiff.value_range import map_range
 
 __all__ = ["swd", "laplacian_pyramid", "patch_descriptors", "sliced_wasserstein"]
@@ -157,7 +158,13 @@ def swd(a, b, *, patches_per_image: int = 128, n_dirs: int = 512, min_size: int 
     Returns:
         ``{"<res>": swd_x1e3, ..., "mean": ...}`` keyed by each level's height ("32", "16");
         finest level first.  Values are multiplied by 1e3 as in Karras et al.
+
+    Raises:
+        ValueError: the sets are not 2-D images of at least ``patch_size`` pixels a side
+            (signals and volumes are refused with a message; there is no 1-D or 3-D SWD here).
     """
+    for x in (a, b):
+        require_images(x, "SWD", min_side=patch_size)
     a, b = map_range(a, value_range), map_range(b, value_range)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"image shapes differ: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")

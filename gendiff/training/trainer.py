@@ -106,7 +106,7 @@ class Trainer:
         self._ready = {"diffusion": diffusion, "model": model, "prior": prior, "dataset": dataset}
         if self._run is not None and (model is not None or prior is not None or dataset is not None):
             raise TypeError("Trainer: a built Run carries its model, prior and dataset; give them to build_run")
-        self.config = config = _run_config(config, diffusion, model, data, train, fabric, name, out_dir)
+        self.config = config = _run_config(config, diffusion, model, data, train, fabric, name, out_dir, dataset)
         self.run_dir = Path(run_dir or Path(config.out_dir) / config.name)
         self.figures, self.overwrite, self.trust_code = figures, overwrite, trust_code
         self._owns_run_dir = False  # True once this trainer continues or claimed the run there
@@ -426,7 +426,7 @@ def _short(value, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _run_config(config, diffusion, model, data, train, fabric, name, out_dir) -> RunConfig:
+def _run_config(config, diffusion, model, data, train, fabric, name, out_dir, dataset=None) -> RunConfig:
     """``config`` with ready components recorded in place of its component configs, or a new
     run from the components (a component that cannot be recorded is noted, not refused: it
     trains, and only rebuilding it from the checkpoint will fail, with that note)."""
