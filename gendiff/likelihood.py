@@ -176,7 +176,8 @@ def _decoder_term(diffusion, x0, x0_bar, mu, var, kind, value_range, bits) -> Te
         out = 0.5 * (torch.log(2 * math.pi * var) + (x0_bar - mu) ** 2 / var)
         return out.flatten(1).sum(1)
     mean = diffusion.basis.inverse(mu)
-    std = var.mean((-1, -2), keepdim=True).sqrt()
+    # σ_1² is (B, C or 1, *sides): one mean per channel over its sides, whatever the number of axes
+    std = var.mean(tuple(range(2, var.ndim)), keepdim=True).sqrt()
     lo, hi = value_range
     half = (hi - lo) / (2 * (2 ** bits - 1))
     x = x0.to(torch.float64)

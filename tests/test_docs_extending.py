@@ -38,6 +38,8 @@ def test_extending_md_runs_and_its_components_work(monkeypatch):
     assert ns["fast"].shape == (16, 1, 8, 8) and torch.isfinite(ns["fast"]).all()
     assert torch.isfinite(ns["loss"])
     assert ns["ckpt"].is_file() and ns["trainer"].step == 5  # the Trainer with ready components
+    # section 9: a 24×16 run from an array file, rebuilt from its checkpoint, sampled at its shape
+    assert ns["run"].event_shape == (1, 24, 16) and ns["x"].shape == (4, 1, 24, 16)
 
 
 def test_the_blocks_are_found():
