@@ -23,6 +23,7 @@ from gendiff.models import PRESETS, UNet, UNetConfig, build_model
 from gendiff.schedules import VPBlurSchedule
 from gendiff.training import DataConfig, FabricConfig, RunConfig, TrainConfig, Trainer
 from gendiff.training.config import ConfigError
+from gendiff.training.loading import imported_code
 from gendiff.training.run import build_run, event_shape
 from gendiff.training.trainer import check_same_run, data_config
 from gendiff.training.trust import UntrustedCodeError, code_names
@@ -191,7 +192,7 @@ def marker(tmp_path, monkeypatch):
 def test_a_dataset_named_by_import_path_is_code_and_needs_trust(tmp_path, marker):
     config = replace(image_config(tmp_path, "x.npy"), data=DataConfig("marker_data:Waves", channels=1, shape=(16,),
                                                                        args={"n": 3}))
-    assert code_names(config.to_dict()) == ["marker_data:Waves"]
+    assert code_names(config.to_dict()) == ["marker_data:Waves"] == imported_code(config)  # load_run's check too
     arg_only = replace(config, data=DataConfig("signals", channels=1, shape=(16,), args={"f": "evil.mod:run"}))
     assert code_names(arg_only.to_dict()) == ["evil.mod:run"]  # a data argument with ':' counts too
     with pytest.raises(UntrustedCodeError, match="marker_data:Waves"):

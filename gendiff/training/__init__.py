@@ -5,12 +5,12 @@ from .config import DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_model
 from .loading import (build_diffusion, build_network, check_device, load_run, network_config,
                       open_run, sampling_steps, steps_taken)
-from .run import Run, SamplingConfig, build_run, sample_run, sampling_config
+from .run import Run, SamplingConfig, build_run, event_shape, sample_run, sampling_config
 from .rundir import RunDirError, RunLock, check_run_name, claim_run_dir, hold_run_dir
-from .trainer import NonFiniteLossError, StepBatches, Trainer, step_seed
+from .trainer import NonFiniteLossError, StepBatches, Trainer, data_config, step_seed
 
 __all__ = ["DataConfig", "FabricConfig", "RunConfig", "TrainConfig", "Trainer", "Run", "build_run", "open_run",
-           "SamplingConfig", "sample_run", "sampling_config", "StepBatches",
+           "SamplingConfig", "sample_run", "sampling_config", "StepBatches", "event_shape", "data_config",
            "NonFiniteLossError", "CheckpointError", "RunDirError", "RunLock", "check_run_name", "claim_run_dir",
            "hold_run_dir", "ema_model", "latest_checkpoint", "load_checkpoint", "save_atomic", "load_run",
            "build_diffusion", "build_network", "network_config", "check_device",
