@@ -56,7 +56,7 @@ def tiny_config(tmp_path, **train):
 
 
 def test_an_empty_dataset_is_one_message(tmp_path):
-    with pytest.raises(ConfigError, match=r"data.spec 'digits' holds no examples"):
+    with pytest.raises(ConfigError, match=r"data.spec 'digits' holds no images"):
         Trainer(tiny_config(tmp_path), dataset=[]).setup()
 
 

@@ -199,11 +199,11 @@ def _check_first(config: RunConfig, dataset) -> None:
     except (OSError, ValueError, RuntimeError) as e:
         raise ConfigError(f"data.spec {d.spec!r}: {e}") from e
     if first is None:
-        raise ConfigError(f"data.spec {d.spec!r} holds no examples")
+        raise ConfigError(f"data.spec {d.spec!r} holds no {_kind(d)}")
     got = tuple(getattr(first, "shape", ()))
     if got != want:
-        raise ConfigError(f"data.spec {d.spec!r} gives examples of shape {got}, but the run expects {want} "
-                          f"(data.channels {d.channels}, {_sides_field(d)})")
+        raise ConfigError(f"data.spec {d.spec!r} gives {_kind(d)} of shape {got}, but the run expects {want} "
+                          f"(data.channels {d.channels}, {_sides_field(d, True)})")
 
 
 def _check_shape(config: RunConfig, diffusion: Diffusion) -> None:
@@ -213,12 +213,19 @@ def _check_shape(config: RunConfig, diffusion: Diffusion) -> None:
     try:
         check_data(torch.zeros(1, *want), diffusion.basis)
     except ValueError as e:
-        raise ConfigError(f"invalid run {config.name!r}: the data are {'×'.join(map(str, want))} (data.channels, "
-                          f"{_sides_field(d)}) but basis {config.basis} does not take them: {e}") from e
+        raise ConfigError(f"invalid run {config.name!r}: the data are {'×'.join(map(str, want))} ({_sides_field(d)}, "
+                          f"data.channels) but basis {config.basis} does not take them: {e}") from e
 
 
-def _sides_field(d: DataConfig) -> str:
-    return f"data.shape {list(d.shape)}" if d.shape is not None else f"data.size {d.size}"
+def _sides_field(d: DataConfig, value: bool = False) -> str:
+    """The field that gave the sides (``data.shape`` or the square's ``data.size``), for messages."""
+    if d.shape is not None:
+        return f"data.shape {list(d.shape)}" if value else "data.shape"
+    return f"data.size {d.size}" if value else "data.size"
+
+
+def _kind(d: DataConfig) -> str:
+    return ("signals", "images", "volumes")[len(d.sides) - 1]
 
 
 @torch.no_grad()
