@@ -63,3 +63,12 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], *, sync:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def save_array(x, path: str | Path) -> Path:
+    """A tensor as one ``.npy`` (float32), atomically: samples of any shape, which
+    ``gendiff.data.ArrayDataset`` (``--data``, ``evaluate.py --samples``) reads back."""
+    import numpy as np
+
+    arr = x.detach().cpu().float().numpy()
+    return write_atomic(Path(path), lambda f: np.save(f, arr, allow_pickle=False), sync=False)

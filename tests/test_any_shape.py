@@ -16,7 +16,8 @@ import torch
 from gendiff.bases import DCTBasis, IdentityBasis
 from gendiff.data import ArrayDataset, SignalsDataset, build_dataset
 from gendiff.diffusion import Diffusion
-from gendiff.evaluation import fid_kid, held_out, sample_metrics, save_array
+from gendiff.evaluation import fid_kid, held_out, sample_metrics
+from gendiff.files import save_array
 from gendiff.figures import grid_image, middle_slices, save_grid
 from gendiff.metrics import signal_spectrum, signal_spectrum_error, spectrum_error, swd
 from gendiff.models import PRESETS, UNet, UNetConfig, build_model
@@ -259,7 +260,8 @@ from gendiff.likelihood import bounds
 from gendiff.evaluation import held_out
 run = open_run(sys.argv[1])
 x = sample_run(run, 3, generator=torch.Generator().manual_seed(0))
-ref = held_out(run.config.data, limit=4)
+d = run.config.data
+ref = held_out(d.spec, d.sides, d.value_range, d.channels, 4, d.args)
 b = bounds(run.diffusion, run.model, ref, steps=2, generator=torch.Generator().manual_seed(0), progress=False)
 print(json.dumps({"shape": list(x.shape), "event": list(run.event_shape), "finite": bool(torch.isfinite(x).all()),
                   "bpd": b["posterior"].bpd}))
@@ -363,5 +365,5 @@ def test_samples_of_any_shape_round_trip_through_an_array_file(tmp_path):
     x = torch.rand(5, 2, 8, 8, 8) * 2 - 1
     path = save_array(x, tmp_path / "samples.npy")
     assert torch.equal(build_dataset(path).data, x)
-    ref = held_out(DataConfig("signals", channels=1, shape=(64,)), limit=10)
+    ref = held_out("signals", (64,), (-1.0, 1.0), 1, limit=10)
     assert ref.shape == (10, 1, 64)
