@@ -93,6 +93,36 @@ def run_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def sides(text: str, *, most: int = 3, square_int: bool = False):
+    """An argparse type: one side per axis, ``"64"``, ``"24,16"`` or ``"8,8,8"`` (at most ``most``
+    sides, each ≥ 1), as a tuple; with ``square_int`` a single number stays an int (the square
+    images of ``--size N``)."""
+    try:
+        parts = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be sides like 64, 24,16 or 8,8,8 (integers separated by commas), "
+                                         f"got {text!r}") from None
+    if not 1 <= len(parts) <= most or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 to {most} sides, each ≥ 1, got {text!r}")
+    return parts[0] if square_int and len(parts) == 1 else parts
+
+
+def image_size(text: str):
+    """An argparse type: ``N`` (N×N images) or ``H,W``."""
+    return sides(text, most=2, square_int=True)
+
+
+image_size.__name__ = "N or H,W"
+
+
+def data_size(text: str):
+    """An argparse type: ``N`` (a square's side, or a signal's length) or the sides ``H,W`` / ``D,H,W``."""
+    return sides(text, square_int=True)
+
+
+data_size.__name__ = "N, H,W or D,H,W"
+
+
 def json_object(text: str) -> dict:
     """An argparse type: a JSON object of keyword arguments, e.g. ``'{"patches": 4096}'``."""
     try:
@@ -153,7 +183,8 @@ def _flag(dest: str) -> str:
 # Every config field a shared flag sets, and that flag: the one table both directions use.
 FIELDS = {**{f"train.{f}": _flag(d) for d, f in TRAIN_FLAGS.items()},
           **{f"fabric.{f}": _flag(f) for f in FABRIC_FLAGS},
-          "data.spec": "--data", "data.size": "--size", "data.channels": "--channels", "name": "--name",
+          "data.spec": "--data", "data.size": "--size", "data.shape": "--size / --shape", "data.args": "--data-args",
+          "data.channels": "--channels", "name": "--name",
           "out_dir": "--out", "basis": "--basis / --basis-args", "parameterization": "--parameterization / "
           "--parameterization-args", "prior": "--prior / --prior-args", "model": "--model / --model-args",
           "schedule": "--schedule / --schedule-args / --speed / --speed-args"}
@@ -259,9 +290,15 @@ def add_component_args(p: RecipeParser) -> None:
     g.add_argument("--model-args", type=json_object, metavar="JSON",
                    help="UNetConfig fields, or the keyword arguments of a custom network")
     if "--size" not in p._option_string_actions:
-        g.add_argument("--size", type=int_at_least(1), help="image side (resizes the data, the basis and the UNet; "
+        g.add_argument("--size", type=image_size, help="image side N, or H,W (resizes the data, the basis and the UNet; "
                        "default: the recipe's, 16 for the embedded demo, 64 for LSUN)")
-    g.add_argument("--channels", type=int_at_least(1), help="image channels (data and network; default: the data's)")
+    g.add_argument("--shape", type=sides, metavar="SIDES",
+                   help="the data's sides, one per axis: 64 (signals), 24,16 (images), 8,8,8 (volumes); sets the "
+                        "data, the basis and the UNet (its dims) like --size")
+    g.add_argument("--channels", type=int_at_least(1), help="channels (data and network; default: the data's)")
+    g.add_argument("--data-args", type=json_object, metavar="JSON",
+                   help="keyword arguments of the data: a dataset plug-in's (--data package.module:Name), "
+                        "'{\"key\": ...}' for an .npz, '{\"n\": 512}' for signals")
     g.add_argument("--config", metavar="RUN.JSON",
                    help="run from this config.json (as a run writes it); flags given explicitly override it")
 
@@ -334,8 +371,9 @@ def configure(config: RunConfig, args) -> RunConfig:
     **basis_args}``; ``--basis-args`` alone updates the recipe's basis arguments; likewise for
     the schedule, parameterization and prior. ``--speed`` sets the schedule's blur speed
     (``f_type``; ``--speed-args`` sets ``f_N``/``f_1``). ``--model`` is a UNet preset (sized for
-    the data) or a custom network (``{"name": path, **model_args}``). ``--size``/``--channels``
-    resize the data, the basis and the UNet.
+    the data) or a custom network (``{"name": path, **model_args}``). ``--size``/``--shape``/
+    ``--channels`` resize the data, the basis and the UNet (``--shape`` with 1 or 3 sides also
+    sets the UNet's ``dims``); ``--data-args`` sets the data's keyword arguments.
     """
     with_file = bool(getattr(args, "config", None))
     if with_file:
@@ -346,16 +384,16 @@ def configure(config: RunConfig, args) -> RunConfig:
     if args.quick:
         t = replace(t, steps=min(t.steps, 20), ckpt_every=10, sample_n=16, log_every=5)
     fabric = {k: (int(v) if k == "devices" and str(v).isdigit() else v) for k, v in given.items() if k in FABRIC_FLAGS}
-    data = replace(config.data, **{k: given[k] for k in ("size", "channels") if k in given})
+    data = _data(config.data, given)
     if with_file and "data" in getattr(args, "explicit", set()):
         data = replace(data, spec=args.data)
     out = {"data": data, "train": t, "fabric": replace(config.fabric, **fabric), "name": given.get("name", config.name),
            "out_dir": given.get("out", config.out_dir)}
     for kind in ("basis", "schedule", "parameterization", "prior"):
         out[kind] = _component(getattr(config, kind), given.get(kind), given.get(f"{kind}_args"),
-                               {"shape": [data.size, data.size]} if kind == "basis" else {})
-    if "size" in given and "shape" in out["basis"] and not given.get("basis"):
-        out["basis"]["shape"] = [data.size, data.size]
+                               {"shape": list(data.sides)} if kind == "basis" else {})
+    if ("size" in given or "shape" in given) and "shape" in out["basis"] and not given.get("basis"):
+        out["basis"]["shape"] = list(data.sides)
     out["schedule"] = _speed(out["schedule"], given.get("speed"), given.get("speed_args"))
     try:
         out["model"] = _model(config.model, given, data)  # a UNetConfig checks its sizes here
@@ -367,9 +405,24 @@ def configure(config: RunConfig, args) -> RunConfig:
         raise ConfigError(f"the flags do not make a valid run: {e}") from e
 
 
+def _data(data, given: dict):
+    """The data config with --size (N: square, H,W), --shape (any sides), --channels, --data-args."""
+    if "size" in given and "shape" in given:
+        raise ConfigError("--size and --shape both give the data's sides; give one", "data.shape")
+    sides = given.get("shape", given.get("size"))
+    if isinstance(sides, int):
+        data = replace(data, size=sides, shape=None)
+    elif sides is not None:
+        data = replace(data, shape=tuple(sides))
+    if "data_args" in given:
+        data = replace(data, args=given["data_args"])
+    return replace(data, **{k: given[k] for k in ("channels",) if k in given})
+
+
 def _given(args, with_file: bool) -> dict:
     """The shared flags' values to apply: every value set, or with --config only the explicit ones."""
-    keys = ["name", "out", "size", "channels", "model", "network", "model_args", "speed", "speed_args",
+    keys = ["name", "out", "size", "shape", "data_args", "channels", "model", "network", "model_args", "speed",
+            "speed_args",
             *TRAIN_FLAGS, *FABRIC_FLAGS, *(k for kind, _, _ in COMPONENTS for k in (kind, f"{kind}_args"))]
     explicit = getattr(args, "explicit", None)
     out = {}
@@ -413,7 +466,9 @@ def _model(current: dict, given: dict, data) -> dict:
         return {**current, **args}
     else:
         preset = UNetConfig(**current)
-    fixed = {"image_size": data.size, "in_channels": data.channels, "out_channels": data.channels}
+    square = data.shape is None
+    fixed = {"image_size": data.size if square else tuple(data.sides), "dims": len(data.sides),
+             "in_channels": data.channels, "out_channels": data.channels}
     unknown = sorted(set(args) - {f.name for f in fields(UNetConfig)})
     if unknown:
         raise ConfigError(f"--model-args: unknown UNetConfig fields {unknown}; valid: "

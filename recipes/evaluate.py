@@ -24,12 +24,14 @@ def parse_args(argv=None):
     p = cli.RecipeParser(__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="a checkpoint to sample from")
-    src.add_argument("--samples", help="a folder of sample images")
+    src.add_argument("--samples", help="a folder of sample images, or of sample.py's samples.npy, or a .npy/.npz of "
+                                       "samples of any shape (values in [0, 1])")
     p.add_argument("--ref", help="reference data (default: the run's data: the held-out split of an embedded set, "
                                  "else its training images)")
     p.add_argument("--ref-n", type=cli.int_at_least(1), default=10_000,
                    help="at most this many reference images, evenly spread over a larger set")
-    p.add_argument("--size", type=cli.int_at_least(1), help="image size (with --samples)")
+    p.add_argument("--size", type=cli.data_size,
+                   help="with --samples: the data's side (16: 16×16 images, or signals of length 16) or sides (24,16; 8,8,8)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=3, help="channels (with --samples)")
     p.add_argument("--n", type=cli.int_at_least(1), help="samples per seed (default: the held-out set's size)")
     p.add_argument("--seeds", type=cli.int_at_least(0), nargs="+", default=[0, 1, 2])

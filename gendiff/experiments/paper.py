@@ -33,8 +33,8 @@ LSUN_FOLDERS = {"bedroom": "bedroom_train_lmdb", "church": "church_outdoor_train
 
 
 def data_channels(spec: str) -> int:
-    """1 for the grayscale embedded sets, else 3."""
-    return 1 if spec in ("digits", "photos-gray") else 3
+    """1 for the one-channel embedded sets, else 3 (other data: --channels)."""
+    return 1 if spec in ("digits", "photos-gray", "signals") else 3
 
 
 def lsun_data(preset: str, data: str | None, lsun_root: str | Path) -> str:
@@ -70,7 +70,7 @@ def preset_run(preset: str = "demo", *, data: str | None = None, lsun_root: str 
     vr = tuple(value_range or ((-1.0, 1.0) if demo else (0.0, 1.0)))
     if demo:
         train = replace(DEMO_TRAIN, **FAST_PATH)
-        name = "demo-digits" if spec == "digits" else f"demo-{Path(spec).name or 'data'}"
+        name = "demo-digits" if spec == "digits" else f"demo-{Path(spec).name.replace(':', '.') or 'data'}"
     else:
         train, name = TrainConfig(steps=PAPER_STEPS[p["category"]], **PAPER_PROTOCOL), preset
     if fast:
