@@ -223,7 +223,7 @@ def load_samples(path, size, channels: int, value_range=(-1.0, 1.0)) -> torch.Te
         except ValueError as e:
             raise ConfigError(str(e), field="samples") from None
     if not path.is_dir():
-        raise ConfigError(f"no folder or array file {path}", field="samples")
+        raise ConfigError(f"no folder {path} (nor an array file of samples)", field="samples")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if (path / MANIFEST).is_file():  # sample.py's folder: its numbered samples, not grid.png
         files = [p for p in files if re.fullmatch(r"\d{6}\.png", p.name)]
