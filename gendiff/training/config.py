@@ -39,6 +39,8 @@ class ConfigError(ValueError):
     argument the refusal is about, when one is; the command line maps it to the flag that sets it.
     """
 
+    field: str | None = None  # also for subclasses whose own __init__ runs first (UntrustedCodeError)
+
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
