@@ -18,7 +18,7 @@ from gendiff import ColourBasis, DCTBasis, Diffusion, FourierBasis, GaussianBlur
 from gendiff.bases import (DCT1D, DCT3D, Blur1D, Blur3D, Fourier1D, Fourier3D, Identity1D, Identity3D,
                            build_basis)
 from gendiff.bases.colour import opponent_matrix, ycbcr_matrix
-from gendiff.oracle import gaussian_kl, linear_output_variance, oracle_model, output_variance
+from gendiff.oracle import expected_bound_bpd, gaussian_kl, linear_output_variance, oracle_model, output_variance
 from gendiff.schedules import DataSNRSchedule, Schedule, ScheduleError, VPBlurSchedule, build_schedule
 from gendiff.schedules.data_snr import logsnr_cosine_torch
 from gendiff.schedules.noise import logsnr_cosine_t
@@ -387,3 +387,21 @@ def test_data_driven_schedule_samples_its_data_with_the_oracle():
     assert torch.equal(logsnr_cosine_torch(torch.tensor([0.3], dtype=torch.float64), 10.0, -10.0),
                        torch.tensor(logsnr_cosine_t(np.array([0.3]), 10.0, -10.0)))
     assert math.isclose(float(sch.crossing_times(b.rates).min()), 0.25) and float(sch.crossing_times(b.rates).max()) == 0.75
+
+
+# ---- the likelihood bound on any event ------------------------------------------------------------
+
+@pytest.mark.parametrize("basis", [lambda: DCT1D(16), lambda: DCT3D((4, 3, 2)),
+                                   lambda: ColourBasis(DCTBasis((4, 3)), "opponent", speeds=[1, 2, 2])])
+def test_the_bound_is_its_closed_form_on_every_event(basis):
+    b = basis()
+    d = Diffusion(b, VPBlurSchedule("quartic", 0.4, N=50, noise="logsnr-cosine"))
+    lam = 0.02 + 0.5 / (1.0 + 5 * b.rates)
+    x0 = gaussian_data(b, lam, 64)
+    r = d.nll(oracle_model(d, lam), x0, decoder="continuous", generator=torch.Generator().manual_seed(1),
+              progress=False)
+    want = expected_bound_bpd(d, lam)
+    assert abs(r.bpd - want) < 4 * r.stderr, (r.bpd, want, r.stderr)
+    # 8-bit data: the decoder's one pixel variance is the mean over the whole event's coefficients
+    assert math.isfinite(d.nll(oracle_model(d, lam), x0.clamp(-1, 1), steps=4, progress=False,
+                               generator=torch.Generator().manual_seed(1)).bpd)
