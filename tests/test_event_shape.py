@@ -24,6 +24,7 @@ from gendiff.schedules.data_snr import logsnr_cosine_torch
 from gendiff.schedules.noise import logsnr_cosine_t
 from gendiff.testing import ConformanceError
 from gendiff.training.config import ConfigError, RunConfig
+from gendiff.training.trust import code_names
 
 EVENTS = {"1d": (64,), "2d": (24, 16), "3d": (8, 8, 8)}
 PER_AXES = {  # the built-in per-channel bases, by number of axes
@@ -370,6 +371,8 @@ def test_data_driven_schedule_is_self_contained_in_its_config():
     assert torch.equal(again.log_a(i, b.rates), sch.log_a(i, b.rates)) and torch.equal(again.s2(i, b.rates), sch.s2(i, b.rates))
     run = {"name": "run", "basis": b.config(), "schedule": config, "model": {}}
     assert RunConfig.from_dict(run).schedule == config
+    # built-ins by name: rebuilding imports no user code, and needs no data
+    assert code_names(run) == [] == code_names(dict(run, basis=ColourBasis(b, "ycbcr").config()))
     big = dict(config, variance=[[[1.0] * 1024] * 1024])
     with pytest.raises(ConfigError, match=r"variance must hold at most 262144 numbers, got 1048576"):
         RunConfig.from_dict(dict(run, schedule=big))
