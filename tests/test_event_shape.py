@@ -16,7 +16,7 @@ import torch
 
 from gendiff import ColourBasis, DCTBasis, Diffusion, FourierBasis, GaussianBlurBasis, IdentityBasis, WaveletBasis, testing
 from gendiff.bases import (DCT1D, DCT3D, Blur1D, Blur3D, Fourier1D, Fourier3D, Identity1D, Identity3D,
-                           build_basis)
+                           OrthoBasis, build_basis)
 from gendiff.bases.colour import opponent_matrix, ycbcr_matrix
 from gendiff.oracle import expected_bound_bpd, gaussian_kl, linear_output_variance, oracle_model, output_variance
 from gendiff.schedules import DataSNRSchedule, Schedule, ScheduleError, VPBlurSchedule, build_schedule
@@ -156,6 +156,41 @@ def test_colour_basis_mixes_channels_and_passes_the_checks_with_chw_rates():
     # a probe on one channel is what the engine used to run, and it cannot see this basis
     with pytest.raises(ValueError, match=r"ColourBasis expects images of shape \(\.\.\., 3, 16, 16\)"):
         b.forward(torch.zeros(4, 1, 16, 16, dtype=torch.float64))
+
+
+class RotatedDCT(OrthoBasis):
+    """A user's own joint basis, as the issue wrote it: a fixed colour rotation, then a DCT per
+    channel, chroma twice as fast. Without ``joint_channels`` the engine probed it on one channel."""
+
+    axes, joint_channels = 3, True  # (C, H, W)
+
+    def __init__(self, shape=(3, 8, 6)):
+        super().__init__(shape)
+        self.dct = DCTBasis(self.shape[1:])
+        self.m = torch.as_tensor(opponent_matrix())
+
+    def _forward(self, x):
+        return self.dct.forward(torch.einsum("ck,...chw->...khw", self.m.to(x), x))
+
+    def _inverse(self, c):
+        return torch.einsum("ck,...khw->...chw", self.m.to(c), self.dct.inverse(c))
+
+    def _rates(self):
+        return torch.tensor([1.0, 2.0, 2.0], dtype=torch.float64).reshape(3, 1, 1) * self.dct.rates[0]
+
+
+def test_a_users_joint_basis_passes_the_checks_and_the_engine():
+    b = RotatedDCT()
+    testing.check_basis(b)
+    d = Diffusion(b, VPBlurSchedule("quartic", 0.14))
+    assert d.marginal(torch.tensor([10]))[0].shape == (1, 3, 8, 6)
+    assert b.config()["name"].endswith(":RotatedDCT") and b.config()["shape"] == [3, 8, 6]
+    torch.testing.assert_close(b.forward(torch.ones(1, 3, 8, 6, dtype=torch.float64)),
+                               ColourBasis(DCTBasis((8, 6)), speeds=[1, 2, 2]).forward(torch.ones(1, 3, 8, 6, dtype=torch.float64)),
+                               atol=1e-14, rtol=0)
+    # the probe the engine used to run, one channel of the plane, cannot even be fed to this basis
+    with pytest.raises(ValueError, match=r"RotatedDCT expects images of shape \(\.\.\., 3, 8, 6\)"):
+        b.forward(torch.zeros(4, 1, 8, 6, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("rotation", ["opponent", "ycbcr", "identity", "random"])
