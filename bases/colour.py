@@ -60,22 +60,32 @@ class ColourBasis(OrthoBasis):
     """U = M ⊗ U_s over (C, *spatial), with per-channel speeds: ρ[k] = speeds[k] · ρ_s.
 
     Args:
-        spatial: the per-channel basis, a config (``{"name": "dct", "shape": [16, 16]}``) or a
-            built :class:`OrthoBasis` acting on 1, 2 or 3 axes.
+        spatial: the per-channel basis, a config (``{"name": "dct", "shape": [16, 16]}``), a
+            built :class:`OrthoBasis` acting on 1, 2 or 3 axes, or a registered name (``"dct"``,
+            ``"blur1d"``) built at ``shape``.
         rotation: ``"opponent"`` (luma, red–green, yellow–blue), ``"ycbcr"`` (BT.601 made
             orthonormal), ``"identity"`` (no mixing: per-channel speeds only) or a C×C orthogonal
             matrix (rows: input channels, columns: the new axes).
         channels: C (default: the matrix's, 3 for the named rotations).
         speeds: one factor ≥ 0 per colour axis (default all 1); (1, 2, 2) blurs chroma twice as fast.
+        shape: the spatial sides, needed with a ``spatial`` name (a command line's ``--basis colour``
+            passes the data's); with a config or a basis it must be theirs.
     """
 
     name = "colour"
     axes = None
     joint_channels = True
 
-    def __init__(self, spatial: dict[str, Any] | OrthoBasis, rotation: str | Sequence = "opponent",
-                 channels: int | None = None, speeds: Sequence[float] | None = None):
+    def __init__(self, spatial: dict[str, Any] | OrthoBasis | str, rotation: str | Sequence = "opponent",
+                 channels: int | None = None, speeds: Sequence[float] | None = None,
+                 shape: Sequence[int] | None = None):
+        if isinstance(spatial, str):
+            if shape is None:
+                raise ValueError(f"ColourBasis(spatial={spatial!r}) needs shape=, the spatial sides")
+            spatial = {"name": spatial, "shape": list(shape)}
         self.spatial = spatial if isinstance(spatial, OrthoBasis) else build_basis(spatial)
+        if shape is not None and tuple(shape) != self.spatial.shape:
+            raise ValueError(f"ColourBasis: shape {tuple(shape)} is not the spatial basis's {self.spatial.shape}")
         if self.spatial.joint_channels:
             raise ValueError(f"ColourBasis needs a per-channel spatial basis, got {type(self.spatial).__name__}, "
                              "which mixes channels itself")

@@ -207,6 +207,17 @@ def test_colour_rotations_are_orthogonal_and_luma_comes_first(rotation):
     assert ycbcr_matrix()[:, 0] @ opponent_matrix()[:, 1] != 0  # two different rotations
 
 
+def test_colour_basis_takes_a_spatial_name_and_the_sides():
+    """As a command line builds it: {"name": "colour", "shape": <the data's sides>, **basis_args}."""
+    b = build_basis({"name": "colour", "shape": [24, 16], "spatial": "blur", "speeds": [1, 2, 2]})
+    assert b.shape == (3, 24, 16) and b.spatial.config() == GaussianBlurBasis((24, 16)).config()
+    assert build_basis(b.config()).rates.equal(b.rates) and "shape" not in b.config()
+    with pytest.raises(ValueError, match=r"needs shape=, the spatial sides"):
+        ColourBasis("dct")
+    with pytest.raises(ValueError, match=r"shape \(8, 8\) is not the spatial basis's \(24, 16\)"):
+        ColourBasis({"name": "dct", "shape": [24, 16]}, shape=[8, 8])
+
+
 def test_colour_basis_refuses_what_is_not_orthogonal_or_does_not_fit():
     with pytest.raises(ValueError, match=r"rotation must be orthogonal \(MᵀM = I\), it is off by 1"):
         ColourBasis(DCT1D(8), [[1.0, 1.0], [0.0, 1.0]])
