@@ -425,7 +425,6 @@ def test_resume_with_another_learning_rate_is_refused(tmp_path):
 
 def test_sample_defaults_to_the_runs_own_sampling_and_believes_only_its_own_manifest_names(
         tiny_ckpt, tmp_path, capsys, recipes_importable):
-    import sample
     out = sample_main("--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "s"))
     assert "(dpm++2m, 2 network evaluations each)" in capsys.readouterr().out  # the run's sample_steps=2
     (tmp_path / "keep.txt").write_text("mine")
