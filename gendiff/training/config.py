@@ -184,23 +184,49 @@ def _json_only(v, where: str) -> None:
 # Arguments that size what a component allocates or loops over, whatever the component: a crafted
 # file must not ask for a 10**9-step heat schedule, a 20000² eigendecomposition or a huge UNet.
 SIZE_BOUNDS = {"N": MAX_N, "K": MAX_N, "image_size": MAX_SIZE, "model_channels": 4096, "num_res_blocks": 64,
-               "in_channels": MAX_CHANNELS, "out_channels": MAX_CHANNELS}
+               "in_channels": MAX_CHANNELS, "out_channels": MAX_CHANNELS, "channels": MAX_CHANNELS}
+MAX_AXES = 4                      # a basis's shape: (L,), (H, W), (D, H, W), or (C, …) for a joint one
+MAX_COORDINATES = MAX_SIZE ** 2   # numbers in one example (a basis's shape multiplied out)
+MAX_TABLE = 1 << 18               # numbers in a table a component carries (DataSNRSchedule's variance)
+TABLES = ("variance", "rotation")  # the JSON arrays a component may carry as data
+
+
+def _numbers(v, depth: int = 0) -> int:
+    """How many numbers a nested list holds (a ValueError past MAX_AXES + 1 levels)."""
+    if not isinstance(v, (list, tuple)):
+        return 1
+    if depth > MAX_AXES:
+        raise ValueError(f"a table may nest at most {MAX_AXES + 1} levels")
+    return sum(_numbers(x, depth + 1) for x in v)
+
+
+def _check_shape(shape) -> None:
+    dims = shape if isinstance(shape, (list, tuple)) else [shape]
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIZE for s in dims):
+        raise ValueError(f"shape must be integers in 1..{MAX_SIZE}, got {shape!r}")
+    if not 1 <= len(dims) <= MAX_AXES or math.prod(dims) > MAX_COORDINATES:
+        raise ValueError(f"shape must have 1 to {MAX_AXES} axes and at most {MAX_COORDINATES} entries in all, "
+                         f"got {shape!r}")
 
 
 def _check_sizes(v: Component) -> None:
+    """Every size-like argument of ``v`` and of the components nested in it (a colour basis's spatial basis)."""
     for key, hi in SIZE_BOUNDS.items():
         n = v.get(key)
         if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= hi):
             raise ValueError(f"{key} must be an integer in 1..{hi}, got {n!r}")
-    shape = v.get("shape")
-    if shape is not None:
-        dims = shape if isinstance(shape, (list, tuple)) else [shape]
-        if not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIZE for s in dims):
-            raise ValueError(f"shape must be integers in 1..{MAX_SIZE}, got {shape!r}")
+    if v.get("shape") is not None:
+        _check_shape(v["shape"])
     mult = v.get("channel_mult")
     if mult is not None and not (isinstance(mult, (list, tuple)) and len(mult) <= 8 and all(
             isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 16 for m in mult)):
         raise ValueError(f"channel_mult must be at most 8 integers in 1..16, got {mult!r}")
+    for key in TABLES:
+        if key in v and _numbers(v[key]) > MAX_TABLE:
+            raise ValueError(f"{key} must hold at most {MAX_TABLE} numbers, got {_numbers(v[key])}")
+    for x in v.values():
+        if isinstance(x, dict):
+            _check_sizes(x)
 
 
 def _check_component(kind: str, v: Component, named: bool = True) -> Component:
