@@ -62,10 +62,12 @@ class GaussianBlurBasis(SeparableBasis):
     """Eigenbasis U of the separable Gaussian blur W = U diag(D) Uᵀ, rates ρ = −log D.
 
     The same operator acts on every channel (the official code's RGB eigenvalue layout is a
-    defect we do not copy, docs/math.md, Errata). One unit of "blur time" multiplies coordinate k by D[k].
+    defect we do not copy, docs/math.md, Errata). One unit of "blur time" multiplies coordinate k
+    by D[k]. :class:`Blur1D` and :class:`Blur3D` blur 1 and 3 axes with the same 1-D kernel on
+    each (D = d_1 ⊗ … ⊗ d_n).
 
     Args:
-        shape: (H, W) of the images.
+        shape: (H, W) of the images (``(L,)``, ``(D, H, W)`` for the 1-D and 3-D forms).
         sigma: std of the Gaussian kernel in pixels (0.4 in the paper).
         boundary: ``"zero"`` — the official implementation's operator (eigenvectors of the
             zero-padded Toeplitz matrix, coordinates ordered from low to high frequency);
@@ -80,11 +82,22 @@ class GaussianBlurBasis(SeparableBasis):
             raise ValueError(f"unknown boundary {boundary!r}; valid: {list(BOUNDARIES)}")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        h, w = basis_shape(shape)
-        (u_h, d_h), (u_w, d_w) = _eig_1d(h, sigma, boundary), _eig_1d(w, sigma, boundary)
+        eig = [_eig_1d(n, sigma, boundary) for n in basis_shape(shape, self.axes)]
         self.sigma, self.boundary = float(sigma), boundary
-        self.eigenvalues_1d = (d_h, d_w)
-        super().__init__(shape, u_h, u_w, -np.log(d_h), -np.log(d_w))
+        self.eigenvalues_1d = tuple(d for _, d in eig)
+        super().__init__(shape, [u for u, _ in eig], [-np.log(d) for _, d in eig])
 
     def config_args(self):
         return {**super().config_args(), "sigma": self.sigma, "boundary": self.boundary}
+
+
+class Blur1D(GaussianBlurBasis):
+    """:class:`GaussianBlurBasis` of signals (C, L)."""
+
+    name, axes = "blur1d", 1
+
+
+class Blur3D(GaussianBlurBasis):
+    """:class:`GaussianBlurBasis` of volumes (C, D, H, W)."""
+
+    name, axes = "blur3d", 3

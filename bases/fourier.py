@@ -10,15 +10,27 @@ class FourierBasis(SeparableBasis):
 
     Rates ρ[k, l] = ω_H[k]² + ω_W[l]² with ω = 2πk/n, the continuous heat-equation rate at the
     discrete frequency (same convention as :class:`DCTBasis`): exactly 0 at DC and π² per axis
-    at Nyquist, for even and odd sizes.
+    at Nyquist, for even and odd sizes. :class:`Fourier1D` and :class:`Fourier3D` are the same
+    over 1 and 3 axes.
 
     Args:
-        shape: (H, W).
+        shape: (H, W) (``(L,)``, ``(D, H, W)`` for the 1-D and 3-D forms), or one side for all axes.
     """
 
     name = "fourier"
 
     def __init__(self, shape):
-        h, w = basis_shape(shape)
-        super().__init__(shape, fourier_matrix(h), fourier_matrix(w),
-                         fourier_frequencies(h) ** 2, fourier_frequencies(w) ** 2)
+        sides = basis_shape(shape, self.axes)
+        super().__init__(shape, [fourier_matrix(n) for n in sides], [fourier_frequencies(n) ** 2 for n in sides])
+
+
+class Fourier1D(FourierBasis):
+    """:class:`FourierBasis` of signals (C, L)."""
+
+    name, axes = "fourier1d", 1
+
+
+class Fourier3D(FourierBasis):
+    """:class:`FourierBasis` of volumes (C, D, H, W)."""
+
+    name, axes = "fourier3d", 3

@@ -11,7 +11,7 @@ class IdentityBasis(OrthoBasis):
     """The pixel basis. With it every schedule reduces to its pure-noise (DDPM) form.
 
     Args:
-        shape: (H, W) of the images.
+        shape: (H, W) of the images (``(L,)``, ``(D, H, W)`` for Identity1D, Identity3D).
     """
 
     name = "identity"
@@ -23,4 +23,16 @@ class IdentityBasis(OrthoBasis):
         return c
 
     def _rates(self) -> Tensor:
-        return torch.zeros(1, *self.shape, dtype=torch.float64)
+        return torch.zeros(self.coef_shape, dtype=torch.float64)
+
+
+class Identity1D(IdentityBasis):
+    """:class:`IdentityBasis` of signals (C, L)."""
+
+    name, axes = "identity1d", 1
+
+
+class Identity3D(IdentityBasis):
+    """:class:`IdentityBasis` of volumes (C, D, H, W)."""
+
+    name, axes = "identity3d", 3

@@ -56,37 +56,66 @@ def fourier_frequencies(n: int) -> np.ndarray:
 
 
 class SeparableBasis(OrthoBasis):
-    """``Uᵀx = U_Hᵀ x U_W`` with 1-D orthonormal U_H, U_W and additive rates ρ = ρ_H[k] + ρ_W[l].
+    """``Uᵀx = U_1ᵀ ⊗ … ⊗ U_nᵀ x`` over the basis's n = 1, 2 or 3 axes, with 1-D orthonormal U_k and
+    additive rates ρ = ρ_1[k_1] + … + ρ_n[k_n].
 
-    Additive rates are what a separable blur gives: D = outer(d_H, d_W) so −log D is a sum.
+    Additive rates are what a separable blur gives: D = d_1 ⊗ … ⊗ d_n, so −log D is a sum. In 2-D
+    the transform is the two matrix products U_Hᵀ x U_W, as before n axes were allowed.
 
     Args:
-        shape: (H, W).
-        u_h, u_w: float64 arrays (H×H, W×W) whose columns are orthonormal basis vectors.
-        rho_h, rho_w: 1-D rates (length H, W), ≥ 0.
+        shape: the sizes (n_1, …, n_n) (``axes`` of them).
+        mats: one float64 array per axis (n_k × n_k) whose columns are orthonormal basis vectors.
+        rhos: one 1-D rate array per axis (length n_k), ≥ 0.
     """
 
-    def __init__(self, shape, u_h: np.ndarray, u_w: np.ndarray, rho_h: np.ndarray, rho_w: np.ndarray):
+    def __init__(self, shape, mats, rhos):
         super().__init__(shape)
-        h, w = self.shape
-        if np.shape(u_h) != (h, h) or np.shape(u_w) != (w, w) or np.shape(rho_h) != (h,) or np.shape(rho_w) != (w,):
-            raise ValueError(f"SeparableBasis{self.shape} needs u_h {h}×{h}, u_w {w}×{w}, rho_h ({h},), "
-                             f"rho_w ({w},); got {np.shape(u_h)}, {np.shape(u_w)}, {np.shape(rho_h)}, "
-                             f"{np.shape(rho_w)}")
-        self.u_h = torch.as_tensor(u_h, dtype=torch.float64)
-        self.u_w = torch.as_tensor(u_w, dtype=torch.float64)
-        rho = np.add.outer(np.asarray(rho_h, np.float64), np.asarray(rho_w, np.float64))
+        mats, rhos = list(mats), list(rhos)
+        want = [((n, n), (n,)) for n in self.shape]
+        got = [(np.shape(u), np.shape(r)) for u, r in zip(mats, rhos)]
+        if len(mats) != len(self.shape) or len(rhos) != len(self.shape) or got != want:
+            raise ValueError(f"{type(self).__name__}{self.shape} needs one n×n matrix and one (n,) rate "
+                             f"array per axis, {want}; got {[np.shape(u) for u in mats]} and "
+                             f"{[np.shape(r) for r in rhos]}")
+        self.mats = tuple(torch.as_tensor(u, dtype=torch.float64) for u in mats)
+        rho = np.zeros(())
+        for r in rhos:
+            rho = np.add.outer(rho, np.asarray(r, np.float64))
         self._rho = torch.as_tensor(np.maximum(rho, 0.0))[None]
 
-    def constants(self) -> tuple[Tensor, Tensor]:
-        return self.u_h, self.u_w
+    @property
+    def u_h(self) -> Tensor:
+        """The matrix of the second-to-last axis (2-D bases: H)."""
+        return self.mats[-2]
 
-    def _forward(self, x: Tensor, uh: Tensor, uw: Tensor) -> Tensor:
-        return uh.mT @ (x @ uw)
+    @property
+    def u_w(self) -> Tensor:
+        """The matrix of the last axis (W, or L of a 1-D basis)."""
+        return self.mats[-1]
 
-    def _inverse(self, c: Tensor, uh: Tensor, uw: Tensor) -> Tensor:
-        return uh @ (c @ uw.mT)
+    def constants(self) -> tuple[Tensor, ...]:
+        return self.mats
+
+    def _forward(self, x: Tensor, *mats: Tensor) -> Tensor:
+        return along_axes(x, [u.mT for u in mats])
+
+    def _inverse(self, c: Tensor, *mats: Tensor) -> Tensor:
+        return along_axes(c, list(mats))
 
     def _rates(self) -> Tensor:
         return self._rho
 
+
+def along_axes(x: Tensor, ops: list[Tensor]) -> Tensor:
+    """Apply ops[k] (n_k × n_k, acting on column vectors) along the k-th of the last len(ops) axes.
+
+    The last axis is one right product (x @ opᵀ); every other axis a left product on the view
+    (…, n_k, n_{k+1}·…·n_last), so 2-D is exactly op_H @ x @ op_Wᵀ and nothing is transposed in memory.
+    """
+    x = x @ ops[-1].mT
+    n = len(ops)
+    for k in range(n - 2, -1, -1):
+        shape = x.shape
+        tail = shape[len(shape) - n + k + 1:].numel()
+        x = (ops[k] @ x.reshape(*shape[:len(shape) - n + k + 1], tail)).reshape(shape)
+    return x

@@ -10,6 +10,8 @@ is timed in the same interleaved loop (see ``_timing.compare``), so ratios are s
 
 Alternatives measured (each checked against our coefficients; the max |difference| is printed):
 
+- ``matmul (2-D only)``: ``U_Hᵀ @ (x @ U_W)``, the separable hooks as they were before they took
+  1 to 3 axes (issue 22): its ratio is what the n-axis code costs in 2-D;
 - ``einsum``: ``einsum('hk,bchw,wl->bckl')`` for the separable product;
 - ``reshape-gemm``: two plain 2-D GEMMs on (B·C·H, W) views with a transpose between them;
 - ``bmm``: the left product as ``torch.bmm`` against an expanded U_H;
@@ -68,6 +70,11 @@ def _gemm_apply(x, a, b):
     y = (x.reshape(-1, w) @ b).view(shape)
     z = y.mT.reshape(-1, h) @ a                      # (B·C·W, H): rows of yᵀ times a
     return z.view(*shape[:-2], w, h).mT.contiguous()
+
+
+def sep_matmul(uh, uw):
+    """U_Hᵀ x U_W as two broadcast matmuls: SeparableBasis's 2-D hooks before they took n axes."""
+    return (lambda x: uh.mT @ (x @ uw)), (lambda c: uh @ (c @ uw.mT))
 
 
 def sep_gemm(uh, uw):
@@ -218,6 +225,7 @@ def alternatives(name, basis, x):
                                  lambda c: basis._inverse(c, *basis._constants_like(c)))
     if isinstance(basis, SeparableBasis):
         uh, uw = basis._constants_like(x)
+        alts["matmul (2-D only)"] = sep_matmul(uh, uw)
         alts["einsum"] = sep_einsum(uh, uw)
         alts["reshape-gemm"] = sep_gemm(uh, uw)
         alts["bmm"] = sep_bmm(uh, uw)

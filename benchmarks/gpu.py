@@ -46,7 +46,6 @@ import argparse
 import csv
 import datetime
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -397,27 +396,16 @@ def section_sampling(report: Report, args, sizes: Sizes, budget: Budget, memory:
 # ---- (e) training through Trainer ------------------------------------------------------------------
 
 class StopAfter:
-    """SIGINT to this process every second after ``seconds`` until stopped: ``Trainer.fit`` saves
-    and stops on it (its documented behaviour). Repeated because a signal that lands before
-    ``fit`` installs its handler is ignored by ours."""
+    """``trainer.request_stop()`` after ``seconds``: ``Trainer.fit`` then saves and stops (the
+    library installs no signal handler since issue 19, item 8, so a SIGINT no longer reaches it)."""
 
-    def __init__(self, seconds: float):
-        self.done = threading.Event()
-        self.old = signal.signal(signal.SIGINT, lambda *a: None)
-        self.thread = threading.Thread(target=self._run, args=(seconds,), daemon=True)
-        self.thread.start()
-
-    def _run(self, seconds):
-        if self.done.wait(seconds):
-            return
-        while not self.done.wait(1.0):
-            os.kill(os.getpid(), signal.SIGINT)
-        return
+    def __init__(self, trainer, seconds: float):
+        self.timer = threading.Timer(seconds, trainer.request_stop)
+        self.timer.daemon = True
+        self.timer.start()
 
     def stop(self):
-        self.done.set()
-        self.thread.join()
-        signal.signal(signal.SIGINT, self.old)
+        self.timer.cancel()
 
 
 def section_train_run(report: Report, args, sizes: Sizes, budget: Budget) -> None:
@@ -439,7 +427,7 @@ def section_train_run(report: Report, args, sizes: Sizes, budget: Budget) -> Non
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, run_dir=Path(tmp) / "run")
         trainer.setup()
-        stopper = StopAfter(seconds)
+        stopper = StopAfter(trainer, seconds)
         t0 = time.monotonic()
         try:
             trainer.fit()

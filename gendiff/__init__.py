@@ -3,11 +3,11 @@
     from gendiff import Diffusion, GaussianBlurBasis
     from gendiff.schedules import VPBlurSchedule
 """
-from gendiff.bases import (BASES, DCTBasis, FourierBasis, GaussianBlurBasis, IdentityBasis,
+from gendiff.bases import (BASES, ColourBasis, DCTBasis, FourierBasis, GaussianBlurBasis, IdentityBasis,
                            OrthoBasis, WaveletBasis, build_basis)
 
 __all__ = ["BASES", "OrthoBasis", "IdentityBasis", "DCTBasis", "FourierBasis", "GaussianBlurBasis",
-           "WaveletBasis", "build_basis"]
+           "WaveletBasis", "ColourBasis", "build_basis"]
 __version__ = "0.1.0"
 from gendiff.registry import Registry  # noqa: E402
 from gendiff.diffusion import Diffusion  # noqa: E402

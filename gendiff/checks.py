@@ -56,18 +56,27 @@ def check_step_range(i, lo: int, hi: int, what: str) -> Tensor:
     return i
 
 
+def _event(basis, channels: str = "C") -> tuple[str, str]:
+    """('(B, C, H, W)', '(B, C, 8, 8)'): the batch shape a basis takes, in letters and in sizes
+    (the channel count is the basis's own when it mixes channels)."""
+    from gendiff.bases.base import axis_names
+    spatial = basis.spatial_shape
+    c = str(basis.shape[0]) if basis.joint_channels else channels
+    letters = ", ".join(("B", "C", *axis_names(len(spatial))))
+    return f"({letters})", f"(B, {c}, {', '.join(map(str, spatial))})"
+
+
 def check_data(x: Tensor, basis, name: str = "x0") -> None:
     """Raise TypeError/ValueError naming the expected and the given value for a bad batch."""
+    letters, sizes = _event(basis)
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of shape {letters}, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor (float32, float64, bfloat16 or "
                         f"float16), got {x.dtype}; convert integer images with .float() and scale them")
-    if x.dim() != 4:
-        raise ValueError(f"{name} must have shape (B, C, H, W) = (B, C, {basis.shape[0]}, "
-                         f"{basis.shape[1]}), got shape {tuple(x.shape)}")
+    if x.dim() != 1 + len(basis.coef_shape):
+        raise ValueError(f"{name} must have shape {letters} = {sizes}, got shape {tuple(x.shape)}")
     basis.check_input(x)
-
 
 
 def call_model(model: Callable, x: Tensor, i: Tensor, finite: bool = True) -> Tensor:
@@ -89,15 +98,15 @@ def call_model(model: Callable, x: Tensor, i: Tensor, finite: bool = True) -> Te
 
 
 def check_shape(shape: Sequence[int], dtype: torch.dtype, basis) -> tuple[int, ...]:
-    """``shape`` as a tuple, or a clear error when it is not (B, C, H, W) for this basis."""
+    """``shape`` as a tuple, or a clear error when it is not (B, *event) for this basis."""
+    letters, sizes = _event(basis)
     if not all(isinstance(n, int) and not isinstance(n, bool) or torch.is_tensor(n) and n.dtype in
                (torch.int32, torch.int64) and n.numel() == 1 for n in shape):
-        raise TypeError(f"shape must be integers (B, C, H, W), got {tuple(shape)}")
+        raise TypeError(f"shape must be integers {letters}, got {tuple(shape)}")
     shape = tuple(int(n) for n in shape)
-    h, w = basis.shape
-    if len(shape) != 4 or shape[2:] != (h, w) or min(shape) < 1:
-        raise ValueError(f"shape must be (B, C, {h}, {w}) for {type(basis).__name__}{basis.shape}, "
-                         f"got {shape}")
+    n = len(basis.shape)
+    if len(shape) != 1 + len(basis.coef_shape) or shape[-n:] != tuple(basis.shape) or min(shape) < 1:
+        raise ValueError(f"shape must be {sizes} for {type(basis).__name__}{basis.shape}, got {shape}")
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point dtype (e.g. torch.float32), got {dtype}")
     return shape

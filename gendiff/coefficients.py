@@ -29,7 +29,7 @@ class Coefficients:
 
     Args:
         schedule: a :class:`gendiff.schedules.Schedule`.
-        rates: the basis rates ρ, shape (1, H, W).
+        rates: the basis rates ρ, of its coefficient shape ((1, H, W) per channel).
         device: where the tensors live (the sample's device).
         dtype: the sample dtype that :meth:`cached` multipliers are cast to.
     """

@@ -33,7 +33,8 @@ class Diffusion:
     """A diffusion process diagonal in ``basis`` with per-coordinate marginals from ``schedule``.
 
     Args:
-        basis: an :class:`OrthoBasis` (acts on the last two axes).
+        basis: an :class:`OrthoBasis` (acts on the trailing axes ``basis.shape`` of (B, *event);
+            its orthonormality is probed on its whole coefficient shape, every channel it mixes).
         schedule: a :class:`Schedule` giving (a_i, s_i) from the basis rates.
         parameterization: what the network predicts (default :class:`EpsPrediction`, the paper's
             ε with the Eq. 18 loss).
@@ -96,12 +97,12 @@ class Diffusion:
         return self.basis.inverse(c)
 
     def marginal(self, i: Tensor) -> tuple[Tensor, Tensor]:
-        """(a_i, s_i), float64, shape (B, 1, H, W) for i of shape (B,) (Eq. 7)."""
+        """(a_i, s_i), float64, shape (B, *basis.coef_shape) ((B, 1, H, W) per channel) for i of shape (B,) (Eq. 7)."""
         i = check_step_range(i, 0, self.N, "marginal")
         return self.schedule.marginal(i, self._rates.to(torch.as_tensor(i).device))
 
     def log_snr(self, i: Tensor) -> Tensor:
-        """λ_i = log(a_i/s_i) per coordinate, float64, shape (B, 1, H, W) for i of shape (B,);
+        """λ_i = log(a_i/s_i) per coordinate, float64, shape (B, *basis.coef_shape) for i of shape (B,);
         from log a, so finite where a_i underflows (+∞ at i = 0). Step grids placed by the
         schedule read it (``gendiff.samplers.grids``)."""
         i = check_step_range(i, 0, self.N, "log_snr")
@@ -126,7 +127,7 @@ class Diffusion:
         """x_i = U(a_i ⊙ Uᵀx_0 + s_i ⊙ Uᵀε) (Eq. 8); returns (x_i, ε) with ε in pixel space.
 
         Args:
-            x0: data, (B, C, H, W).
+            x0: data, (B, *event): (B, C, H, W), (B, C, L), (B, C, D, H, W), …
             i: steps, LongTensor (B,).
             noise: pixel-space ε; drawn (with ``generator``) when omitted.
         """
@@ -216,9 +217,9 @@ class Diffusion:
         """Draw samples x_0 (pixel space) by running ``sampler`` from the prior.
 
         Args:
-            model: ``model(x_i, i)`` (ε̂ for the default parameterization), x_i (B, C, H, W),
+            model: ``model(x_i, i)`` (ε̂ for the default parameterization), x_i (B, *event),
                 i LongTensor (B,).
-            shape: (B, C, H, W).
+            shape: (B, *event), e.g. (B, C, H, W); ``basis.event_shape(C)`` gives the event.
             sampler: ``"reverse"`` (Eq. 20 on all steps; ``quiet_steps=`` final steps without
                 noise), ``"ancestral"``, ``"ddim"`` (``eta=``), ``"dpm++2m"`` (the fast default)
                 or ``"ihdm"`` (``delta_scale=``).

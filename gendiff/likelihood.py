@@ -70,7 +70,7 @@ class NLL:
 
 
 def _coefs(schedule, rates: Tensor, i: Tensor):
-    """(log a_{i−1}, s_{i−1}², log a_i, s_i², r_i, σ_i²) per coordinate, float64, (B, 1, H, W)."""
+    """(log a_{i−1}, s_{i−1}², log a_i, s_i², r_i, σ_i²) per coordinate, float64, (B, *basis.coef_shape)."""
     la_p, la = schedule.log_a(i - 1, rates), schedule.log_a(i, rates)
     s2_p, s2 = schedule.s2(i - 1, rates), schedule.s2(i, rates)
     r = torch.exp(la - la_p)
@@ -176,8 +176,8 @@ def _decoder_term(diffusion, x0, x0_bar, mu, var, kind, value_range, bits) -> Te
         out = 0.5 * (torch.log(2 * math.pi * var) + (x0_bar - mu) ** 2 / var)
         return out.flatten(1).sum(1)
     mean = diffusion.basis.inverse(mu)
-    # σ_1² is (B, C or 1, *sides): one mean per channel over its sides, whatever the number of axes
-    std = var.mean(tuple(range(2, var.ndim)), keepdim=True).sqrt()
+    # one variance for every pixel: the mean over the coefficients of the whole event
+    std = var.flatten(1).mean(1).reshape(-1, *[1] * (var.dim() - 1)).sqrt()
     lo, hi = value_range
     half = (hi - lo) / (2 * (2 ** bits - 1))
     x = x0.to(torch.float64)

@@ -22,6 +22,8 @@ from gendiff.coefficients import SNR_FLOOR
 def oracle_model(diffusion, lam: Tensor):
     """``model(x_i, i) -> ε̂`` (pixel space) exact for data N(0, U diag(λ) Uᵀ)."""
     def model(x: Tensor, i: Tensor) -> Tensor:
+        if i.numel() > 1 and bool((i == i[0]).all()):
+            i = i[:1]  # a sampler's whole batch is at one step: one (1, *coef) marginal, broadcast
         a, s = diffusion.marginal(i)
         k = (s / (a ** 2 * lam + s ** 2)).to(x.dtype)
         return diffusion.from_basis(k * diffusion.to_basis(x))

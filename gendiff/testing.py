@@ -27,6 +27,7 @@ from gendiff.parameterization import EpsPrediction
 # larger ones on random probes.
 DENSE_MAX = 1024  # 32×32: the three d×d products take about a second
 TOL64, TOL32 = 1e-9, 1e-4
+PROBE_NUMBERS = 1 << 22  # per schedule call in check_schedule: 32 MiB of float64
 
 
 class ConformanceError(AssertionError, ValueError):
@@ -44,24 +45,28 @@ def _require(ok: bool, what: str, detail: str) -> None:
 
 # ---------------------------------------------------------------------------------- basis
 
-def _plane(basis) -> tuple[int, int]:
+def _event(basis) -> tuple[int, ...]:
+    """The basis's coefficient shape: (1, *shape) per channel, ``shape`` when it mixes channels
+    (``joint_channels``); its whole event, on which it must be orthonormal."""
     shape = getattr(basis, "shape", None)
-    _require(shape is not None and len(shape) == 2, f"{type(basis).__name__}",
-             f"a basis needs .shape = (H, W), got {shape!r}")
-    return int(shape[0]), int(shape[1])
+    _require(shape is not None and 1 <= len(shape) <= 4, f"{type(basis).__name__}",
+             f"a basis needs .shape = the sizes of the axes it acts on, e.g. (H, W), got {shape!r}")
+    shape = tuple(int(n) for n in shape)
+    return shape if getattr(basis, "joint_channels", False) else (1, *shape)
 
 
 def check_rates(basis) -> dict[str, float]:
-    """ρ is a float64 tensor of shape (1, H, W), finite and ≥ 0 (docs/math.md, Notation)."""
-    name, (H, W) = type(basis).__name__, _plane(basis)
+    """ρ is a float64 tensor of the coefficient shape ((1, H, W) for a per-channel 2-D basis,
+    (C, H, W) for one that mixes channels), finite and ≥ 0 (docs/math.md, Notation)."""
+    name, event = type(basis).__name__, _event(basis)
     try:
         rho = basis.rates
     except (TypeError, ValueError) as e:  # an OrthoBasis refuses bad rates itself, saying why
         raise ConformanceError(str(e)) from e
     _require(isinstance(rho, Tensor), f"{name}.rates", f"must be a torch.Tensor, got {type(rho).__name__}")
-    _require(tuple(rho.shape) == (1, H, W), f"{name}.rates",
-             f"must have shape (1, {H}, {W}) (one rate per coordinate, broadcast over channels), "
-             f"got {tuple(rho.shape)}")
+    _require(tuple(rho.shape) == event, f"{name}.rates",
+             f"must have shape {event} (one rate per coordinate of the event, 1 on a channel axis "
+             f"the basis broadcasts over), got {tuple(rho.shape)}")
     _require(rho.dtype == torch.float64, f"{name}.rates", f"must be float64, got {rho.dtype}")
     bad = int((~torch.isfinite(rho)).sum())
     _require(bad == 0, f"{name}.rates", f"{bad} of {rho.numel()} rates are not finite")
@@ -81,25 +86,28 @@ def _transforms(basis, x: Tensor, what: str) -> tuple[Tensor, Tensor]:
     return out[0], out[1]
 
 
-def _matrices(basis, H: int, W: int, device) -> tuple[Tensor, Tensor]:
-    """(Uᵀ, U) as dense d×d float64 matrices, from the transforms of the unit images."""
-    eye = torch.eye(H * W, dtype=torch.float64, device=device).reshape(H * W, 1, H, W)
+def _matrices(basis, event: tuple[int, ...], device) -> tuple[Tensor, Tensor]:
+    """(Uᵀ, U) as dense d×d float64 matrices, from the transforms of the unit events."""
+    d = math.prod(event)
+    eye = torch.eye(d, dtype=torch.float64, device=device).reshape(d, *event)
     ut, u = _transforms(basis, eye, "float64")
-    return ut.reshape(H * W, H * W).T, u.reshape(H * W, H * W).T
+    return ut.reshape(d, d).T, u.reshape(d, d).T
 
 
-def _orthonormality(basis, H: int, W: int, device, probes: int, seed: int) -> dict[str, float]:
-    """Max deviations of UᵀU and UUᵀ from I (U: the matrix of ``inverse``) and of forward from Uᵀ."""
-    if H * W <= DENSE_MAX:
-        ut, u = _matrices(basis, H, W, device)
-        eye = torch.eye(H * W, dtype=torch.float64, device=device)
+def _orthonormality(basis, event: tuple[int, ...], device, probes: int, seed: int) -> dict[str, float]:
+    """Max deviations of UᵀU and UUᵀ from I (U: the matrix of ``inverse``) and of forward from Uᵀ,
+    on the whole event (every channel a joint basis mixes)."""
+    d = math.prod(event)
+    if d <= DENSE_MAX:
+        ut, u = _matrices(basis, event, device)
+        eye = torch.eye(d, dtype=torch.float64, device=device)
         return {"UᵀU = I": float((u.T @ u - eye).abs().max()),
                 "UUᵀ = I": float((u @ u.T - eye).abs().max()),
                 "forward = Uᵀ (the transpose of inverse)": float((ut - u.T).abs().max())}
     g = torch.Generator(device=device).manual_seed(seed)
-    x, y = (torch.randn(probes, 1, H, W, generator=g, dtype=torch.float64, device=device) for _ in "xy")
+    x, y = (torch.randn(probes, *event, generator=g, dtype=torch.float64, device=device) for _ in "xy")
     fx, ix = _transforms(basis, x, "float64")
-    dot = lambda p, q: (p * q).sum((-1, -2, -3))  # noqa: E731
+    dot = lambda p, q: (p * q).flatten(1).sum(1)  # noqa: E731
     norm = dot(x, x).sqrt()
     return {"UᵀU = I": float(((dot(ix, ix) - dot(x, x)) / norm ** 2).abs().max()),  # ‖Ux‖ = ‖x‖
             "UUᵀ = I": float((basis.inverse(fx) - x).abs().max()),
@@ -109,14 +117,19 @@ def _orthonormality(basis, H: int, W: int, device, probes: int, seed: int) -> di
 
 def check_basis(basis, *, device=None, probes: int = 8, seed: int = 0,
                 atol64: float = TOL64, atol32: float = TOL32) -> dict[str, float]:
-    """Check the basis contract: orthonormal, exact round trips, per-channel, valid rates.
+    """Check the basis contract on its whole event: orthonormal, exact round trips, per-channel
+    (unless it mixes channels), valid rates.
 
-    - rates: float64, shape (1, H, W), finite, ≥ 0 (:func:`check_rates`);
+    The event is the coefficient shape: (1, *shape) for a per-channel basis, ``shape`` = (C, …)
+    for one with ``joint_channels`` (docs/math.md, Notation).
+
+    - rates: float64, of the coefficient shape, finite, ≥ 0 (:func:`check_rates`);
     - UᵀU = I and UUᵀ = I in float64, and ``inverse`` is the transpose of ``forward`` — exactly
-      on the dense matrix for H·W ≤ 1024, else on random probes (relative errors);
+      on the dense matrix for events of ≤ 1024 numbers, else on random probes (relative errors);
     - round trip inverse(forward(x)) = x in float32 and float64, relative to max |x|;
-    - forward/inverse keep shape, dtype and device, on a (2, 3, H, W) batch;
-    - every channel gets the same operator (channel c of forward(x) = forward(x[:, c])).
+    - forward/inverse keep shape, dtype and device, on a batch of 2 (3 channels per channel);
+    - a per-channel basis gives every channel the same operator (channel c of forward(x) =
+      forward(x[:, c])).
 
     Args:
         basis: the basis (an :class:`gendiff.bases.OrthoBasis`).
@@ -126,14 +139,16 @@ def check_basis(basis, *, device=None, probes: int = 8, seed: int = 0,
     Returns:
         the measured maximum errors, by check.
     """
-    name, (H, W) = type(basis).__name__, _plane(basis)
+    name, event = type(basis).__name__, _event(basis)
+    joint = getattr(basis, "joint_channels", False)
     device = torch.device(device or "cpu")
     report = check_rates(basis)
-    for what, err in _orthonormality(basis, H, W, device, probes, seed).items():
+    for what, err in _orthonormality(basis, event, device, probes, seed).items():
         _require(err <= atol64, f"{name} is not orthonormal", f"{what} fails by {err:.3g} (tolerance {atol64:g})")
         report[what] = err
     g = torch.Generator(device=device).manual_seed(seed)
-    x64 = torch.randn(2, 3, H, W, generator=g, dtype=torch.float64, device=device)
+    x64 = torch.randn(2, *event, generator=g, dtype=torch.float64, device=device) if joint else \
+        torch.randn(2, 3, *event[1:], generator=g, dtype=torch.float64, device=device)
     for dtype, tol in ((torch.float64, atol64), (torch.float32, atol32)):
         x = x64.to(dtype)
         fx, _ = _transforms(basis, x, str(dtype))
@@ -141,6 +156,8 @@ def check_basis(basis, *, device=None, probes: int = 8, seed: int = 0,
         _require(err <= tol, f"{name} round trip in {dtype}",
                  f"inverse(forward(x)) differs from x by {err:.3g} relative (tolerance {tol:g})")
         report[f"round trip {dtype}"] = err
+    if joint:
+        return report
     per_channel = torch.cat([basis.forward(x64[:, c:c + 1]) for c in range(3)], 1)
     err = float((per_channel - basis.forward(x64)).abs().max())
     _require(err <= atol64, f"{name}.forward", f"must apply the same operator to every channel; the "
@@ -161,9 +178,9 @@ def _step_values(schedule, i: Tensor, rates: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _first(bad: Tensor, i: Tensor, rates: Tensor) -> str:
-    """'step i=…, ρ=…' of the first True entry of a (B, 1, 1, R) mask."""
-    k, j = (int(v) for v in bad.reshape(len(i), -1).nonzero()[0])
-    return f"step i={int(i[k])}, ρ={float(rates.flatten()[j]):.4g}"
+    """'step i=…, coordinate (…), ρ=…' of the first True entry of a (B, *rates.shape) mask."""
+    k, *pos = (int(v) for v in bad.nonzero()[0])
+    return f"step i={int(i[k])}, coordinate {tuple(pos)}, ρ={float(rates[tuple(pos)]):.4g}"
 
 
 def _check_steps(name: str, i: Tensor, rates: Tensor, now, before, monotone: bool, rtol: float) -> float:
@@ -197,22 +214,29 @@ def check_schedule(schedule, rates, *, monotone: bool = False, chunk: int = 128,
     - σ_i² = s_i² − r_i² s_{i−1}² ≥ 0 (r_i = a_i/a_{i−1}): a valid forward chain (docs/math.md, Eq. 6);
     - with ``monotone=True``: log a_i non-increasing in i (the signal only decays).
 
+    The schedule is probed on the basis's real rates tensor, at its coefficient shape, as
+    ``Diffusion`` does (``Schedule.validate`` with the default ``validation_rates``): a schedule
+    that reads a per-coordinate table by position passes both or fails both.
+
     Args:
         schedule: an object with ``N``, ``log_a(i, rates)`` and ``s2(i, rates)``.
-        rates: ρ of shape (1, H, W), or a basis (its ``rates`` are used).
+        rates: ρ of the basis's coefficient shape ((1, H, W), (C, H, W), (1, L), …), or a basis
+            (its ``rates`` are used).
         monotone: also require a_i ≤ a_{i−1}.
-        chunk: steps evaluated at once (memory O(chunk × distinct rates)).
+        chunk: steps evaluated at once (fewer for large events: memory O(chunk × coordinates)).
         rtol: negative σ² allowed relative to s_i², for rounding.
     Returns:
         the measured extremes (min σ²/s², |log a_0|, s_0², …).
     """
     name = type(schedule).__name__
     rates = getattr(rates, "rates", rates)
-    _require(isinstance(rates, Tensor) and rates.dim() == 3 and rates.shape[0] == 1, f"{name}",
-             f"rates must be a tensor of shape (1, H, W), got {tuple(getattr(rates, 'shape', ()))}")
+    _require(isinstance(rates, Tensor) and rates.dim() >= 2 and rates.is_floating_point(), f"{name}",
+             "rates must be a floating-point tensor of a basis's coefficient shape (1 or C, *spatial), "
+             f"got {tuple(getattr(rates, 'shape', ()))}")
     N = schedule.N
     _require(isinstance(N, int) and N >= 1, f"{name}.N", f"must be an int ≥ 1, got {N!r}")
-    rates = torch.unique(rates.to(torch.float64)).reshape(1, 1, -1)  # per coordinate: distinct ρ suffice
+    rates = rates.to(torch.float64)
+    chunk = max(1, min(chunk, PROBE_NUMBERS // rates.numel()))
     la0, s20 = _step_values(schedule, torch.tensor([0]), rates)
     report = {"|log a_0|": float(la0.abs().max()), "|s_0²|": float(s20.abs().max())}
     _require(report["|log a_0|"] <= 1e-12, f"{name}", f"a_0 must be 1 (log a_0 = 0), |log a_0| is up to "
@@ -293,8 +317,8 @@ def _default_lam(diffusion) -> Tensor:
 
 def _run(diffusion, name: str, lam: Tensor, steps: int, opts, scale=1.0, seed: int = 0) -> tuple[Tensor, int]:
     """(x̄_0, network evaluations) of one run from x̄_T = s_T ⊙ scale with the exact denoiser."""
-    H, W = diffusion.basis.shape
-    return oracle_run(diffusion, lam, name, shape=(1, 1, H, W), scale=scale, seed=seed, steps=steps, **opts)
+    shape = (1, *diffusion.basis.coef_shape)
+    return oracle_run(diffusion, lam, name, shape=shape, scale=scale, seed=seed, steps=steps, **opts)
 
 
 def steps_for_nfe(diffusion, name: str, nfe: int, lam: Tensor | None = None, **opts) -> tuple[int, int]:
@@ -345,14 +369,14 @@ def _exact_or_why(diffusion, name: str, lam: Tensor, steps: int, seed: int, opts
 
 def _fit(diffusion, name: str, lam: Tensor, n: int, steps: int | None, seed: int, opts) -> tuple[float, float]:
     """(KL per dimension, mean sample/data variance ratio) of ``n`` samples, see :func:`sampler_kl`."""
-    H, W = diffusion.basis.shape
-    x = diffusion.sample(oracle_model(diffusion, lam), (n, 1, H, W), sampler=name, steps=steps,
+    shape = (n, *diffusion.basis.coef_shape)
+    x = diffusion.sample(oracle_model(diffusion, lam), shape, sampler=name, steps=steps,
                          generator=torch.Generator().manual_seed(seed), progress=False,
                          dtype=torch.float64, **opts)
-    _require(tuple(x.shape) == (n, 1, H, W) and bool(torch.isfinite(x).all()), f"sampler {name!r}",
-             f"must return finite samples of shape {(n, 1, H, W)}, got {tuple(x.shape)} with "
+    _require(tuple(x.shape) == shape and bool(torch.isfinite(x).all()), f"sampler {name!r}",
+             f"must return finite samples of shape {shape}, got {tuple(x.shape)} with "
              f"{int((~torch.isfinite(x)).sum())} non-finite values")
-    c, lam = diffusion.basis.forward(x)[:, 0], lam.reshape(H, W)
+    c, lam = diffusion.basis.forward(x), lam.reshape(shape[1:])
     q = c.var(0) / lam
     return float((0.5 * (q + c.mean(0) ** 2 / lam - 1 - torch.log(q))).mean()), float(q.mean())
 
@@ -385,7 +409,8 @@ def measure_sampler(sampler, diffusion=None, *, nfe: int = 100, steps: int | Non
         nfe: network evaluations: the sampler runs the most grid steps that stay within them
             (:func:`steps_for_nfe`, counted).
         steps: grid steps declared instead (``nfe`` is then what they make, counted).
-        lam: data variances λ, shape (1, H, W); default falls with the rate, 1.05 … 0.05.
+        lam: data variances λ, of the basis's coefficient shape (``basis.coef_shape``, (1, H, W)
+            for a per-channel 2-D basis); default falls with the rate, 1.05 … 0.05.
         n, seed: samples and seed of the Monte-Carlo path (and the seeds of the checks).
         opts: passed to the sampler.
     Returns:
@@ -436,7 +461,8 @@ def check_sampler(sampler, diffusion=None, *, nfe: int = 100, steps: int | None 
         steps: the sampler's grid steps, declared; the references then get the evaluations
             those steps make.
         n: samples of a Monte-Carlo estimate; its floor is ≈ 1/n.
-        lam: data variances λ, shape (1, H, W); default falls with the rate, 1.05 … 0.05.
+        lam: data variances λ, of the basis's coefficient shape (``basis.coef_shape``, (1, H, W)
+            for a per-channel 2-D basis); default falls with the rate, 1.05 … 0.05.
         references: the built-ins to compare with, or their KLs already measured by
             :func:`measure_sampler` with the same process, λ and evaluations (``{name: kl}``).
         factor: the slack allowed over the worst reference.

@@ -43,7 +43,9 @@ from gendiff.registry import import_object
 from gendiff.samplers import SAMPLERS
 from gendiff.schedules import SCHEDULES
 from gendiff.schedules.speed import SPEEDS
-from gendiff.training import CheckpointError, RunConfig, RunDirError, TrainConfig, Trainer, check_run_name
+from gendiff.training import (CheckpointError, NonFiniteLossError, RunConfig, RunDirError, TrainConfig, Trainer,
+                              check_run_name)
+from gendiff.training.trainer import StoppedBeforeCheckpoint
 from gendiff.training.config import ConfigError
 from gendiff.training.loading import imported_code
 from gendiff.training.run import Run, build_run, sample_run
@@ -51,7 +53,7 @@ from gendiff.training.rundir import check_run_place
 from gendiff.training.trust import require_trust
 
 # Refusals printed as one line (exit 1); anything else keeps its traceback.
-REFUSALS = (ConfigError, RunDirError, CheckpointError, LMDBError)
+REFUSALS = (ConfigError, RunDirError, CheckpointError, LMDBError, NonFiniteLossError, StoppedBeforeCheckpoint)
 
 
 # ---- flag types: a bad value stops argparse (exit 2, usage shown) before anything is built ------
@@ -197,16 +199,22 @@ def as_flags(message: str) -> str:
     return message
 
 
-def flag_error(e: ConfigError, own: dict[str, str]) -> ConfigError:
-    """``e`` in the command line's words: dotted fields named by their flags, and a refused
-    component prefixed by the flags that set it (the recipe's own ``own``: flag -> field, too)."""
-    message, field_name = as_flags(str(e)), e.field or ""
+def flag_error(e: Exception, own: dict[str, str]) -> Exception:
+    """``e`` (a refusal: ConfigError, CheckpointError, RunDirError) in the command line's words, of
+    the same type: dotted fields named by their flags, and a refused component prefixed by the
+    flags that set it (the recipe's own ``own``: flag -> field, too)."""
+    message, field_name = as_flags(str(e)), getattr(e, "field", None) or ""
+    for flag, own_field in own.items():  # the recipe's own dotted fields (data.value_range -> --value-range)
+        message = message.replace(own_field, flag) if "." in own_field else message
     part = field_name.split(".")[0]
     whole = part in ("basis", "schedule", "parameterization", "prior", "model")  # any of its args
     setters = [f for f, own_field in own.items() if own_field == field_name or (whole and own_field.startswith(part))]
     setters += [FIELDS[part]] if whole else []
-    setters = [f for f in setters if f not in message]
-    return ConfigError(f"{', '.join(setters)}: {message}" if setters else message, e.field)
+    setters = [] if message.startswith("--") else [f for f in setters if f not in message]
+    text = f"{', '.join(setters)}: {message}" if setters else message
+    out = ConfigError(text, field_name or None) if type(e) is ConfigError else type(e)(text)
+    out.field = field_name or None
+    return out
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -522,8 +530,13 @@ def check_run(config: RunConfig) -> Run:
 
 @contextlib.contextmanager
 def stop_on_signals(trainer: Trainer):
-    """SIGTERM/SIGINT ask ``trainer`` to stop: it finishes the step, saves and returns."""
-    handler = lambda signum, frame: trainer.request_stop(signum)  # noqa: E731
+    """SIGTERM/SIGINT ask ``trainer`` to stop while it trains: it finishes the step, saves and
+    returns. Outside the training loop (the end figures) they interrupt at once."""
+    def handler(signum, frame):
+        if not trainer.in_training_loop:
+            raise KeyboardInterrupt(f"signal {signum}")
+        trainer.request_stop(signum)
+
     try:
         old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread: no handlers to set
@@ -537,10 +550,10 @@ def stop_on_signals(trainer: Trainer):
 
 @contextlib.contextmanager
 def flags_named(args):
-    """A ConfigError raised inside, in the command line's words (:func:`flag_error`)."""
+    """A refusal raised inside, in the command line's words (:func:`flag_error`)."""
     try:
         yield
-    except ConfigError as e:
+    except (ConfigError, CheckpointError, RunDirError) as e:
         raise flag_error(e, getattr(args, "own_fields", {})) from e.__cause__
 
 
@@ -563,7 +576,7 @@ def train(build: Callable[..., RunConfig], args, full_size_hint: str | None = No
     trainer.setup()  # fit() would too; the thread policy hooks the optimizer it makes
     follow_load(trainer.optimizer, args.threads, trainer.fabric.device.type == "cpu")
     t0 = time.time()
-    with stop_on_signals(trainer):
+    with stop_on_signals(trainer), flags_named(args):  # resume's refusals name the flags too
         ckpt = trainer.fit(resume=args.resume, finish=end_figures if figures else None)
     if trainer.interrupted:
         raise SystemExit(f"stopped by a signal at step {trainer.step}; checkpoint {ckpt}; continue with: "

@@ -21,9 +21,15 @@ class ScheduleError(ValueError):
 
 
 def broadcast_step(i: Tensor, rates: Tensor) -> Tensor:
-    """View a (B,) step tensor as (B, 1, …, 1) against rates of shape (1, H, W)."""
+    """View a (B,) step tensor as (B, 1, …, 1) against rates of any coefficient shape ((1, H, W), (C, L), …)."""
     i = torch.as_tensor(i)
     return i.reshape(-1, *([1] * rates.dim()))
+
+
+def distinct_rates(rates: Tensor) -> Tensor:
+    """Every distinct ρ once, shape (1, 1, R): enough to validate a schedule that is a function
+    of ρ alone (not of a coordinate's position)."""
+    return torch.unique(rates).reshape(1, 1, -1)
 
 
 class Schedule(ABC):
@@ -75,6 +81,8 @@ class Schedule(ABC):
     def validate(self, rates: Tensor, chunk: int = 64, rtol: float = 1e-9) -> None:
         """Raise ScheduleError naming the first step where σ_i² < 0 or a value is not finite.
 
+        ``rates``: the basis's rates tensor (``Diffusion`` passes ``basis.rates``).
+
         Runs over all steps and the rates of :meth:`validation_rates`, in chunks of steps, so
         memory stays O(chunk × d).
         """
@@ -96,11 +104,14 @@ class Schedule(ABC):
                     "(σ² may be 0) — the signal may not grow faster than the noise allows")
 
     def validation_rates(self, rates: Tensor) -> Tensor:
-        """The rates :meth:`validate` must check: every distinct value by default.
+        """The rates :meth:`validate` must check: the basis's real rates tensor by default (its
+        coefficient shape, so a schedule that reads a per-coordinate table by position is checked
+        as it runs; ``gendiff.testing.check_schedule`` probes the same tensor).
 
-        A schedule whose log a_i and s_i² are monotone in ρ may return just the extremes.
+        A schedule that is a function of ρ alone may return :func:`distinct_rates`, and one whose
+        log a_i and s_i² are monotone in ρ just the extremes.
         """
-        return torch.unique(rates).reshape(1, 1, -1)
+        return rates
 
     def config(self) -> dict[str, Any]:
         """``{"name": ..., **args}``, enough to rebuild with :func:`build_schedule`; ``name`` is

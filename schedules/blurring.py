@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Schedule, broadcast_step
+from .base import Schedule, broadcast_step, distinct_rates
 from .noise import logsnr_cosine_t
 
 
@@ -54,6 +54,9 @@ class BlurringDiffusionSchedule(Schedule):
     def s2(self, i: Tensor, rates: Tensor) -> Tensor:
         i = broadcast_step(i, rates).cpu()
         return self.sigma2[i].to(rates.device) * torch.ones_like(rates)
+
+    def validation_rates(self, rates: Tensor) -> Tensor:
+        return distinct_rates(rates)  # a function of ρ alone
 
     def config_args(self) -> dict[str, Any]:
         return {"N": self.N, "sigma_B_max": self.sigma_B_max, "d_min": self.d_min,

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Schedule, broadcast_step
+from .base import Schedule, broadcast_step, distinct_rates
 
 
 class HeatDissipationSchedule(Schedule):
@@ -43,6 +43,9 @@ class HeatDissipationSchedule(Schedule):
         i = broadcast_step(i, rates).to(rates.device)
         s2 = torch.full_like(rates, self.sigma ** 2)  # float64, like rates: σ² = 1e-4 exactly
         return torch.where(i > 0, s2, torch.zeros_like(s2))
+
+    def validation_rates(self, rates: Tensor) -> Tensor:
+        return distinct_rates(rates)  # a function of ρ alone
 
     def config_args(self) -> dict[str, Any]:
         return {"K": self.N, "sigma_B_max": self.sigma_B_max, "sigma_B_min": self.sigma_B_min,

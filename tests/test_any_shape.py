@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from gendiff.bases import DCTBasis, IdentityBasis
+from gendiff.bases import DCTBasis, Identity1D, Identity3D, IdentityBasis
 from gendiff.data import ArrayDataset, SignalsDataset, build_dataset
 from gendiff.diffusion import Diffusion
 from gendiff.evaluation import fid_kid, held_out, sample_metrics
@@ -25,7 +25,7 @@ from gendiff.schedules import VPBlurSchedule
 from gendiff.training import DataConfig, FabricConfig, RunConfig, TrainConfig, Trainer
 from gendiff.training.config import ConfigError
 from gendiff.training.loading import imported_code
-from gendiff.training.run import build_run, event_shape
+from gendiff.training.run import build_run, event_shape, sample_run
 from gendiff.training.trainer import check_same_run, data_config
 from gendiff.training.trust import UntrustedCodeError, code_names
 
@@ -288,24 +288,25 @@ def test_a_24x16_image_run_end_to_end(tmp_path):
     assert math.isfinite(got["bpd"]) and got["bpd"] > 0
 
 
-def engine_takes_signals() -> bool:
-    try:
-        Diffusion(IdentityBasis((64,)), VPBlurSchedule("quartic", 0.0, N=20)).q_sample(torch.zeros(1, 1, 64), 1)
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
-@pytest.mark.skipif(not engine_takes_signals(), reason="the engine and its bases take (B, C, H, W) only until "
-                    "issue 22's event-shape bases (items 1–3) land")
 def test_a_1d_signal_run_end_to_end(tmp_path):
-    config = image_config(tmp_path, "unused", sides=(64,), basis=IdentityBasis((64,)).config(), preset="small1d")
+    config = image_config(tmp_path, "unused", sides=(64,), basis=Identity1D((64,)).config(), preset="small1d")
     config = replace(config, data=DataConfig("signals", channels=1, shape=(64,), args={"n": 64}))
     trainer = Trainer(config, figures=True)
     ckpt = trainer.fit()
     assert trainer.sample_grid(4).is_file()
     got = reload_in_fresh_process(ckpt)
     assert got["shape"] == [3, 1, 64] and got["event"] == [1, 64] and got["finite"] and got["bpd"] > 0
+
+
+def test_a_3d_volume_run_samples_and_draws_its_shape(tmp_path):
+    np.save(tmp_path / "vol.npy", np.random.default_rng(0).uniform(-1, 1, (8, 1, 8, 8, 8)).astype(np.float32))
+    config = image_config(tmp_path, "vol.npy", sides=(8, 8, 8), basis=Identity3D((8, 8, 8)).config(), preset="small3d")
+    trainer = Trainer(config, figures=True)
+    trainer.fit()
+    assert trainer.config.model["dims"] == 3 and (trainer.run_dir / "forward.png").is_file()
+    assert trainer.sample_grid(2).is_file()
+    x = sample_run(trainer.run, 2, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 8, 8, 8) and trainer.run.event_shape == (1, 8, 8, 8)
 
 
 def test_figures_take_every_event_shape(tmp_path):
@@ -382,10 +383,10 @@ def test_the_flags_give_the_data_its_shape(recipes_importable, tmp_path, marker)
     import cli
     import lsun_blur
     args = lsun_blur.parse_args(["--data", "marker_data:Waves", "--data-args", '{"n": 3, "length": 16}',
-                                 "--shape", "16", "--channels", "1", "--basis", "identity", "--out", str(tmp_path)])
+                                 "--shape", "16", "--channels", "1", "--basis", "identity1d", "--out", str(tmp_path)])
     config = cli.configure(lsun_blur.build_config(args), args)
     assert config.data.shape == (16,) and config.data.args == {"n": 3, "length": 16}
-    assert config.basis == {"name": "identity", "shape": [16]}
+    assert config.basis == {"name": "identity1d", "shape": [16]}
     assert config.model["dims"] == 1 and tuple(config.model["image_size"]) == (16,) and config.model["in_channels"] == 1
     assert code_names(config.to_dict()) == ["marker_data:Waves"]
     args = lsun_blur.parse_args(["--size", "24,16", "--out", str(tmp_path)])
@@ -420,11 +421,9 @@ def test_a_24x16_run_from_the_command_line(tmp_path):
     assert {"swd_24", "swd_12", "spec_mean_abs"} <= set(metrics["summary"]) and metrics["nll"]["posterior"]["bpd"] > 0
 
 
-@pytest.mark.skipif(not engine_takes_signals(), reason="the engine and its bases take (B, C, H, W) only until "
-                    "issue 22's event-shape bases (items 1–3) land")
 def test_a_1d_run_from_the_command_line(tmp_path):
     res = run_py(ROOT / "recipes/lsun_blur.py", "--data", "signals", "--data-args", '{"n": 64}', "--shape", "64",
-                 "--model", "small1d", "--basis", "dct", "--steps", "3", "--batch-size", "4", "--no-figures",
+                 "--model", "small1d", "--basis", "dct1d", "--steps", "3", "--batch-size", "4", "--no-figures",
                  "--threads", "1", "--name", "sig", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     ckpt = tmp_path / "runs" / "sig" / "last.ckpt"

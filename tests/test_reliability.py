@@ -364,6 +364,11 @@ def test_sigint_in_process_saves_and_stops(tmp_path, recipes_importable):
     tr2.request_stop()  # from Python, without any signal
     assert ckpt_step(tr2.fit()) == 1 and tr2.interrupted
     assert seen == [handler]  # fit itself installs no handler
+    # outside the training loop (the end figures) a signal interrupts at once instead of being queued
+    tr3 = Trainer(tiny_run(tmp_path / "c", steps=1, ckpt_every=1000))
+    with cli.stop_on_signals(tr3), pytest.raises(KeyboardInterrupt):
+        tr3.fit(finish=lambda t: signal.raise_signal(signal.SIGTERM))
+    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is handler
 
 
 class OneProcess:

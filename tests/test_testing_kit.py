@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from gendiff import DCTBasis, Diffusion, FourierBasis, GaussianBlurBasis, IdentityBasis, WaveletBasis, testing
-from gendiff.bases import OrthoBasis
+from gendiff.bases import Blur3D, ColourBasis, DCT1D, OrthoBasis
 from gendiff.oracle import gaussian_kl, output_variance
 from gendiff.samplers import sample_ddim
 from gendiff.schedules import BlurringDiffusionSchedule, HeatDissipationSchedule, Schedule, VPBlurSchedule
@@ -16,6 +16,10 @@ BUILTIN_BASES = {
     "blur-reflect": lambda: GaussianBlurBasis((8, 8), boundary="reflect"),
     "haar": lambda: WaveletBasis((8, 8)), "db2": lambda: WaveletBasis((16, 16), "db2"),
     "dct-probes": lambda: DCTBasis((40, 40)),  # above DENSE_MAX: checked on random probes
+    # any event shape (issue 22): 1-D, 3-D, non-square, and a basis that mixes channels
+    "dct1d": lambda: DCT1D((64,)), "blur3d": lambda: Blur3D((8, 8, 8)), "fourier-24x16": lambda: FourierBasis((24, 16)),
+    "colour": lambda: ColourBasis({"name": "dct", "shape": [8, 6]}, "opponent", speeds=[1, 2, 2]),
+    "colour-probes": lambda: ColourBasis(Blur3D((8, 8, 8)), "ycbcr"),  # 1536 numbers: random probes
 }
 BUILTIN_SCHEDULES = {
     "ddpm": VPBlurSchedule, "quartic": lambda: VPBlurSchedule("quartic", 0.140625),
@@ -184,7 +188,8 @@ def test_schedule_with_wrong_output_shape_fails():
     class Flat(Custom):
         def log_a(self, i, rates):
             return super().log_a(i, rates)[:, 0]
-    with pytest.raises(ConformanceError, match=r"log_a: must return float64 of shape \(1, 1, 1, \d+\)"):
+    # probed on the basis's real rates (1, 8, 8), as the engine does (issue 22), not on distinct ρ
+    with pytest.raises(ConformanceError, match=r"log_a: must return float64 of shape \(1, 1, 8, 8\)"):
         testing.check_schedule(Flat(), rates8())
 
 

@@ -100,6 +100,8 @@ def test_code_named_in_a_config_file_is_refused_before_any_import(tmp_path, mark
     args = lsun_blur.parse_args(["--config", str(tmp_path / "run.json"), "--out", str(tmp_path / "out")])
     with pytest.raises(UntrustedCodeError, match=r"--config .*run.json names code to import: \['0gdmarker:X'\]"):
         cli.configure(lsun_blur.build_config(args), args)
+    with pytest.raises(UntrustedCodeError, match=r"names code to import: \['0gdmarker:X'\].*--trust-code"):
+        lsun_blur.main(["--config", str(tmp_path / "run.json"), "--out", str(tmp_path / "out")])  # the whole path
     assert not marker_module.exists() and not (tmp_path / "out").exists()
 
 
@@ -208,6 +210,19 @@ def test_overwrite_that_fails_before_its_first_checkpoint_puts_the_old_run_back(
     assert "the previous run is back in" in capsys.readouterr().err
     Trainer(RunConfig.from_dict(run_dict(tmp_path)), figures=False, overwrite=True).fit()  # after a save: moved
     assert len([p for p in run.iterdir() if p.name.startswith("replaced-")]) == 1
+
+
+def test_a_stop_before_the_first_checkpoint_of_an_overwrite_puts_the_old_run_back(tmp_path):
+    """Ctrl-C on an accidental --overwrite: no step-1 checkpoint replaces the old run; it is put
+    back and the stop is reported (StoppedBeforeCheckpoint)."""
+    from gendiff.training.trainer import StoppedBeforeCheckpoint
+    run = trained(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    tr = Trainer(RunConfig.from_dict(run_dict(tmp_path)), figures=False, overwrite=True)
+    tr.request_stop()
+    with pytest.raises(StoppedBeforeCheckpoint, match="stopped at step 1, before the first checkpoint"):
+        tr.fit()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == before
 
 
 def test_overwrite_with_an_invalid_fabric_flag_keeps_the_old_run(tmp_path, recipes_importable):

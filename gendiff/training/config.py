@@ -39,6 +39,8 @@ class ConfigError(ValueError):
     argument the refusal is about, when one is; the command line maps it to the flag that sets it.
     """
 
+    field: str | None = None  # also for subclasses whose own __init__ runs first (UntrustedCodeError)
+
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
@@ -143,8 +145,7 @@ class FabricConfig:
         return v
 
 
-MAX_AXES = 3             # spatial axes of one example: signals, images, volumes
-MAX_ELEMENTS = 2**27     # values in one example (C × sides): 512³, or 4096² × 8
+MAX_SPATIAL = 3          # spatial axes of one example: signals, images, volumes
 
 
 @schema
@@ -169,7 +170,7 @@ class DataConfig:
     size: Int(1, MAX_SIZE) = 16
     channels: Int(1, MAX_CHANNELS) = 1
     value_range: tuple[Num(-1e6, 1e6), Num(-1e6, 1e6)] = (-1.0, 1.0)
-    shape: Annotated[tuple[Int(1, MAX_SIZE), ...], Field(min_length=1, max_length=MAX_AXES)] | None = None
+    shape: Annotated[tuple[Int(1, MAX_SIZE), ...], Field(min_length=1, max_length=MAX_SPATIAL)] | None = None
     args: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -185,10 +186,10 @@ class DataConfig:
 
     @model_validator(mode="after")
     def _not_too_large(self):
-        n = self.channels * math.prod(self.sides)
-        if n > MAX_ELEMENTS:
-            raise ValueError(f"one example of {self.channels} × {list(self.sides)} holds {n} values, more than "
-                             f"{MAX_ELEMENTS}")
+        n = math.prod(self.sides)
+        if n > MAX_COORDINATES:
+            raise ValueError(f"an example of sides {list(self.sides)} has {n} positions per channel, more than "
+                             f"{MAX_COORDINATES}")
         return self
 
     @field_validator("value_range")
@@ -221,32 +222,64 @@ def _json_only(v, where: str) -> None:
 # Arguments that size what a component allocates or loops over, whatever the component: a crafted
 # file must not ask for a 10**9-step heat schedule, a 20000² eigendecomposition or a huge UNet.
 SIZE_BOUNDS = {"N": MAX_N, "K": MAX_N, "model_channels": 4096, "num_res_blocks": 64,
-               "in_channels": MAX_CHANNELS, "out_channels": MAX_CHANNELS, "dims": MAX_AXES}
-# Arguments that give sides: one int or one per axis (at most MAX_AXES + 1 with a channel axis).
-SIDES = {"image_size": "an integer", "shape": "integers"}
+               "in_channels": MAX_CHANNELS, "out_channels": MAX_CHANNELS, "channels": MAX_CHANNELS,
+               "dims": MAX_SPATIAL}
+MAX_AXES = 4                      # a basis's shape: (L,), (H, W), (D, H, W), or (C, …) for a joint one
+MAX_COORDINATES = MAX_SIZE ** 2   # numbers in one example (a basis's shape multiplied out)
+MAX_TABLE = 1 << 18               # numbers in a table a component carries (DataSNRSchedule's variance)
+TABLES = ("variance", "rotation")  # the JSON arrays a component may carry as data
 
 
 def _is_int(n, hi: int) -> bool:
     return isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= hi
 
 
+def _numbers(v, depth: int = 0) -> int:
+    """How many numbers a nested list holds (a ValueError past MAX_AXES + 1 levels)."""
+    if not isinstance(v, (list, tuple)):
+        return 1
+    if depth > MAX_AXES:
+        raise ValueError(f"a table may nest at most {MAX_AXES + 1} levels")
+    return sum(_numbers(x, depth + 1) for x in v)
+
+
+def _check_shape(shape) -> None:
+    dims = shape if isinstance(shape, (list, tuple)) else [shape]
+    if not all(_is_int(s, MAX_SIZE) for s in dims):
+        raise ValueError(f"shape must be integers in 1..{MAX_SIZE}, got {shape!r}")
+    if not 1 <= len(dims) <= MAX_AXES or math.prod(dims) > MAX_COORDINATES:
+        raise ValueError(f"shape must have 1 to {MAX_AXES} axes and at most {MAX_COORDINATES} entries in all, "
+                         f"got {shape!r}")
+
+
+def _check_image_size(sides) -> None:
+    """A UNet's ``image_size``: one side, or one per spatial axis."""
+    dims = sides if isinstance(sides, (list, tuple)) else [sides]
+    if not (1 <= len(dims) <= MAX_SPATIAL and all(_is_int(s, MAX_SIZE) for s in dims)):
+        raise ValueError(f"image_size must be an integer in 1..{MAX_SIZE} (one side, or a list of at most "
+                         f"{MAX_SPATIAL}, one per axis), got {sides!r}")
+
+
 def _check_sizes(v: Component) -> None:
+    """Every size-like argument of ``v`` and of the components nested in it (a colour basis's spatial basis)."""
     for key, hi in SIZE_BOUNDS.items():
         n = v.get(key)
         if n is not None and not _is_int(n, hi):
             raise ValueError(f"{key} must be an integer in 1..{hi}, got {n!r}")
-    for key in SIDES:
-        sides = v.get(key)
-        if sides is None:
-            continue
-        dims = sides if isinstance(sides, (list, tuple)) else [sides]
-        if not (1 <= len(dims) <= MAX_AXES + 1 and all(_is_int(s, MAX_SIZE) for s in dims)):
-            raise ValueError(f"{key} must be {SIDES[key]} in 1..{MAX_SIZE} (one side, or a list of at most "
-                             f"{MAX_AXES + 1}, one per axis), got {sides!r}")
+    if v.get("shape") is not None:
+        _check_shape(v["shape"])
+    if v.get("image_size") is not None:
+        _check_image_size(v["image_size"])
     mult = v.get("channel_mult")
     if mult is not None and not (isinstance(mult, (list, tuple)) and len(mult) <= 8 and all(
             isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 16 for m in mult)):
         raise ValueError(f"channel_mult must be at most 8 integers in 1..16, got {mult!r}")
+    for key in TABLES:
+        if key in v and _numbers(v[key]) > MAX_TABLE:
+            raise ValueError(f"{key} must hold at most {MAX_TABLE} numbers, got {_numbers(v[key])}")
+    for x in v.values():
+        if isinstance(x, dict):
+            _check_sizes(x)
 
 
 def _check_component(kind: str, v: Component, named: bool = True) -> Component:

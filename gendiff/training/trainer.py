@@ -33,6 +33,11 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
+class StoppedBeforeCheckpoint(RuntimeError):
+    """A stop was asked (:meth:`Trainer.request_stop`) before a run that replaces another had
+    saved anything: it ends without a checkpoint and the replaced run is put back."""
+
+
 def step_seed(seed: int, rank: int, step: int, stream: int) -> int:
     """A seed that is a pure function of (run seed, rank, step, stream).
 
@@ -112,10 +117,11 @@ class Trainer:
         self.figures, self.overwrite, self.trust_code = figures, overwrite, trust_code
         self._owns_run_dir = False  # True once this trainer continues or claimed the run there
         self.fabric = _fabric(config.fabric, self.run_dir)
-        self._stop_signal: int | None = None  # set by the handler on this rank
+        self._stop_signal: int | None = None  # set by request_stop on this rank
         self._stopped = False  # any rank got a signal and fit() stopped early
         self._is_setup = False
-        self._saves = 0  # checkpoints this trainer wrote
+        self._replacing = False  # True until the first save of a run that moved another aside
+        self.in_training_loop = False  # a stop request acts only there (recipes' signal handlers)
         self.resumed_at: int | None = None  # the step resume() continued from
 
     def setup(self) -> None:
@@ -146,17 +152,16 @@ class Trainer:
 
     @property
     def interrupted(self) -> bool:
-        """True when SIGTERM/SIGINT on any rank stopped :meth:`fit` early (a checkpoint was saved)."""
+        """True when a stop request (:meth:`request_stop`, the recipes' SIGTERM/SIGINT) on any rank
+        stopped :meth:`fit` early (a checkpoint was saved)."""
         return self._stopped
 
     def save(self) -> Path:
         """``last.ckpt``, then ``config.json`` beside it (rank 0; both atomic). The config is written
         with the checkpoint, not at the start: a run that fails in its first step (out of memory,
         say) leaves no run behind, so the corrected rerun needs no --overwrite."""
-        path = save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state(),
+        return save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state(),
                            beside={"config.json": self.config.to_json()})
-        self._saves += 1
-        return path
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Restore from ``path`` or ``run_dir/last.ckpt``; False when there is nothing to resume."""
@@ -219,19 +224,26 @@ class Trainer:
         """:meth:`_fit`; when it fails before the first checkpoint of a run that replaced another
         (``overwrite``), the old run is put back where it was: nothing is lost until the new run
         has saved."""
-        saved = self._saves
+        self._replacing = any_rank(self.fabric, backup is not None)  # rank 0 holds the backup; all ranks act alike
         try:
             self._fit()
         except BaseException:
-            if backup is not None and self._saves == saved:
-                failed = put_back(self.run_dir, backup)
-                print(f"the new run failed before its first checkpoint: the previous run is back in {self.run_dir} "
-                      f"(the new run's files are in {failed})", file=sys.stderr)
+            if backup is not None and self._replacing:
+                try:
+                    failed = put_back(self.run_dir, backup)
+                except OSError as e:  # the error to report is the run's, not this one
+                    print(f"could not put the previous run back ({e}); it is in {backup}", file=sys.stderr)
+                else:
+                    print(f"the new run stopped before its first checkpoint: the previous run is back in "
+                          f"{self.run_dir} (the new run's files are in {failed})", file=sys.stderr)
             raise
+        finally:
+            self._replacing = False
 
     def _fit(self) -> None:
         c, fabric = self.config.train, self.fabric
         bar, log = None, None
+        self.in_training_loop = True
         try:
             bar = tqdm(total=c.steps, initial=self.step, disable=not fabric.is_global_zero, desc="train")
             log = self._open_run() if fabric.is_global_zero else None
@@ -244,13 +256,18 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}")
                 if c.sample_every and self.step % c.sample_every == 0 and log is not None:
                     log.images("samples", self._samples(), self.config.data.value_range, self.step)
-                # Any rank's SIGTERM/SIGINT stops every rank at this step, so all save together.
+                # A stop asked on any rank stops every rank at this step, so all save together.
                 self._stopped = stop = any_rank(fabric, self._stop_signal is not None)
+                if stop and self._replacing:  # stopped before the first save: nothing replaces the old run
+                    raise StoppedBeforeCheckpoint(f"stopped at step {self.step}, before the first checkpoint of the "
+                                                  "run that was to replace the one in this folder")
                 if self.step % c.ckpt_every == 0 or self.step == c.steps or stop:
                     self.save()
+                    self._replacing = False
                 if stop:
                     break
         finally:
+            self.in_training_loop = False
             if bar is not None:
                 bar.close()
             if log is not None:
