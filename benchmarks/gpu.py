@@ -449,7 +449,7 @@ def section_train_run(report: Report, args, sizes: Sizes, budget: Budget) -> Non
         f"`Trainer` with `FabricConfig(accelerator={accelerator!r}, precision={args.precision!r})`: UNet "
         f"`{sizes.train_preset}` on the embedded `{sizes.train_data}` at {side}² ({channels} channels), "
         f"batch {sizes.train_batch}, Adam 3e-4, EMA 0.999, blur basis with the quartic 0.14 schedule; "
-        f"stopped by SIGINT after {seconds:.0f} s (Trainer saves and stops on it).\n\n"
+        f"stopped by `Trainer.request_stop()` after {seconds:.0f} s (it saves and stops).\n\n"
         f"- {steps} steps in {wall:.0f} s ({steps / wall:.1f} steps/s, "
         f"{steps * sizes.train_batch / wall:.0f} images/s, data loading included)\n"
         f"- loss: {first:.4f} (mean of the first 3 logged) → {last:.4f} (mean of the last 3)\n"
