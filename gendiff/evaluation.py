@@ -42,6 +42,7 @@ from gendiff.metrics import (MissingWeightsError, fid, kid, plot_spectra, requir
 from gendiff.metrics.fid import WeightsHashError
 from gendiff.training import open_run, steps_taken
 from gendiff.training.config import ConfigError
+from gendiff.training.rundir import RunDirError, check_run_place
 from gendiff.training.run import SamplingConfig, planned_steps, run_sampling, sample_run
 from gendiff.value_range import map_range
 
@@ -137,6 +138,18 @@ def summarize(per_seed: list[dict]) -> dict:
             for k in keys}
 
 
+def report_folder(out: str | Path) -> Path:
+    """``out``, made, if a report can be written there (checked before any sampling: a file or an
+    unwritable path is a one-line ConfigError, not a traceback after minutes of work)."""
+    out = Path(out)
+    try:
+        check_run_place(out)
+        out.mkdir(parents=True, exist_ok=True)
+    except (RunDirError, OSError) as e:
+        raise ConfigError(f"cannot write the report to {out}: {e}", "out") from None
+    return out
+
+
 def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=None, batch_size=128,
                         swd_min_size=8, inception=None, out=None, ref_spec=None, nll_steps=16,
                         nll_proposal="snr", trust_code: bool = False, ref_limit: int = 10_000,
@@ -155,8 +168,7 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
               "(as LSUN FID usually is); pass --ref for held-out images")
     ref = held_out(ref_spec or d.spec, d.sides, d.value_range, d.channels, ref_limit, None if ref_spec else d.args)
     n = n or len(ref)
-    out = Path(out or Path(ckpt).parent / f"eval-{sampler.replace(':', '.').replace('/', '.')}-{steps_run}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_folder(out or Path(ckpt).parent / f"eval-{sampler.replace(':', '.').replace('/', '.')}-{steps_run}")
     per_seed, first = [], None
     for seed in seeds:
         x = draw_samples(run, n, seed, sampling, batch_size, requested=asked)
@@ -203,8 +215,7 @@ def evaluate_folder(folder, ref_spec, size, channels, swd_min_size=8, inception=
     x = load_samples(folder, size, channels, vr)
     ref = held_out(ref_spec, size, vr, channels, ref_limit)
     per_seed = [{"seed": 0, **sample_metrics(x, ref, vr, swd_min_size, 0), **fid_kid(x, ref, vr, inception)}]
-    out = Path(out or Path(folder).parent / f"eval-{Path(folder).name}")  # not among the samples
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_folder(out or Path(folder).parent / f"eval-{Path(folder).name}")  # not among the samples
     spectrum_figure({"samples": x, "held-out data": ref}, out / "spectrum.png", vr)
     result = {"samples": str(folder), "n": len(x), "per_seed": per_seed, "summary": summarize(per_seed)}
     write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))

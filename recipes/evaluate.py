@@ -17,7 +17,13 @@ import cli
 from gendiff.evaluation import evaluate_checkpoint, evaluate_folder, format_table
 from gendiff.samplers import SAMPLERS
 
-FLAGS = {"ref": "--ref", "samples": "--samples", "steps": "--sampler / --steps / --sampler-args"}
+FLAGS = {"ref": "--ref", "samples": "--samples", "steps": "--sampler / --steps / --sampler-args",
+         "sampling": "--sampler / --steps / --sampler-args", "out": "--out"}
+
+
+def nll_steps(text: str):
+    """``all`` or an integer ≥ 0 (0 skips bits/dim)."""
+    return "all" if text == "all" else cli.int_at_least(0)(text)
 
 
 def parse_args(argv=None):
@@ -45,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--swd-min-size", type=cli.int_at_least(1), default=8,
                    help="coarsest pyramid level for SWD (>= 1 pixel)")
     p.add_argument("--inception", help="local inception-2015-12-05.pt for FID/KID")
-    p.add_argument("--nll-steps", default="16", type=lambda v: v if v == "all" else int(v),
+    p.add_argument("--nll-steps", default="16", type=nll_steps,
                    help="bits/dim: sampled steps per held-out image, 'all' for the exact sum, 0 to skip")
     p.add_argument("--nll-proposal", default="snr", choices=["snr", "uniform"], help="how bits/dim draws its steps")
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")

@@ -55,8 +55,8 @@ def main(argv=None) -> Path:
         cli.set_threads(args.threads)
     run = open_run(args.ckpt, args.device, trust_code=args.trust_code)
     options = args.sampler_args | ({} if args.eta is None else {"eta": args.eta})
-    sampling = run_sampling(run.config, args.sampler, args.steps, options, clip=not args.no_clip)
     with cli.refusals(sampling="--sampler / --steps / --sampler-args", out="--out"):
+        sampling = run_sampling(run.config, args.sampler, args.steps, options, clip=not args.no_clip)
         out, n, nfe = write_samples(run, sampling, args.n, args.out, home=Path(args.ckpt).parent,
                                     batch_size=args.batch_size, seed=args.seed, device=args.device,
                                     overwrite=args.overwrite, requested=args.steps is not None)

@@ -445,3 +445,21 @@ def test_sample_defaults_to_the_runs_own_sampling_and_believes_only_its_own_mani
     (tmp_path / "keep.txt").write_text("mine")
     (out / SAMPLES_MANIFEST).write_text(json.dumps(["../keep.txt", "000000.png"]))
     assert read_manifest(out) == {"000000.png"}
+
+
+def test_evaluate_and_sample_refuse_bad_outputs_and_counts_before_any_work(tiny_ckpt, tmp_path, recipes_importable,
+                                                                         capsys):
+    """From the second reading of the run-layer change: evaluate.py --out a file was a
+    FileExistsError traceback after all the sampling; --nll-steps -3 sampled every seed first;
+    sample.py --steps 10**8 printed a schema's field name instead of its flag."""
+    import evaluate
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit, match=r"error: --out: cannot write the report to .*afile.*not a folder"):
+        evaluate.main(["--ckpt", str(tiny_ckpt), "--n", "2", "--seeds", "0", "--threads", "1",
+                       "--out", str(tmp_path / "afile")])
+    with pytest.raises(SystemExit) as stop:
+        evaluate.parse_args(["--ckpt", str(tiny_ckpt), "--nll-steps", "-3"])
+    assert stop.value.code == 2 and "--nll-steps: must be an integer >= 0, got -3" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"error: --sampler / --steps / --sampler-args: .*steps: Input should be less"):
+        sample_main("--ckpt", str(tiny_ckpt), "--steps", "100000000", "--out", str(tmp_path / "s"))
+    assert not (tmp_path / "s").exists()

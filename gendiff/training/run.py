@@ -61,9 +61,12 @@ def run_sampling(config: RunConfig, sampler: str | None = None, steps: int | Non
     ``sampler`` starts from that sampler's defaults; ``options`` update the run's; ``clip=False``
     turns the clamp off."""
     own = sampling_config(config)
-    if sampler and sampler != own.sampler:
-        own = SamplingConfig(sampler, None, own.clip, {})
-    return SamplingConfig(own.sampler, steps or own.steps, own.clip and clip, own.options | dict(options or {}))
+    try:
+        if sampler and sampler != own.sampler:
+            own = SamplingConfig(sampler, None, own.clip, {})
+        return SamplingConfig(own.sampler, steps or own.steps, own.clip and clip, own.options | dict(options or {}))
+    except ConfigError as e:
+        raise ConfigError(str(e), "sampling") from None
 
 
 def planned_steps(diffusion: Diffusion, s: SamplingConfig, requested: bool = False) -> int | None:
