@@ -1,0 +1,187 @@
+"""Conditioning and classifier-free guidance against the exact two-class Gaussian-mixture oracle
+(docs/math.md, "Guidance per coordinate")."""
+import math
+
+import pytest
+import torch
+
+from gendiff import Diffusion, GaussianBlurBasis
+from gendiff.guidance import NULL_CLASS, SNRGate, drop_condition
+from gendiff.oracle import (constant_prior, expected_bound_bpd, gaussian_entropy_bpd, linear_output_variance,
+                            mixture_model, oracle_model, output_variance)
+from gendiff.schedules import VPBlurSchedule
+
+SHAPE = (1, 6, 5)
+STOCHASTIC = [("reverse", {}, None), ("ancestral", {}, 100), ("ddim", {"eta": 0.7}, 50)]
+DETERMINISTIC = [("ddim", {"eta": 0.0}, 50), ("dpm++2m", {}, 50), ("dpm++3m", {}, 50), ("unipc", {}, 50)]
+
+
+def mixture_setup():
+    """Two classes diagonal in a blur basis: opposite low-frequency means, different variances."""
+    basis = GaussianBlurBasis(SHAPE[1:], sigma=0.8)
+    d = Diffusion(basis, VPBlurSchedule("quartic", 6.0, N=100))
+    lam = 0.05 + 1.0 / (1.0 + 20 * basis.rates.double())
+    mu = 0.8 * torch.exp(-3 * basis.rates.double())
+    means, lams = torch.stack([mu, -mu]), torch.stack([lam, 0.4 * lam])
+    return d, means, lams, mixture_model(d, means, lams)
+
+
+def draw(d, model, n, sampler, opts, steps, seed=0, **kw):
+    x = d.sample(model, (n, *SHAPE), sampler=sampler, steps=steps, progress=False, dtype=torch.float64,
+                 generator=torch.Generator().manual_seed(seed), **opts, **kw)
+    return d.to_basis(x)
+
+
+def kl(mean, var, mu, lam) -> float:
+    """Mean over coordinates of KL(N(mean, var) ‖ N(mu, lam)), nats."""
+    q = var / lam
+    return float((0.5 * (q - 1 - torch.log(q) + (mean - mu) ** 2 / lam)).mean())
+
+
+@pytest.mark.parametrize("sampler,opts,steps", STOCHASTIC)
+def test_guidance_one_draws_from_the_class_gaussian(sampler, opts, steps):
+    d, means, lams, mix = mixture_setup()
+    n, c = 3000, 1
+    x = draw(d, mix, n, sampler, opts, steps, cond=c, guidance=1.0)
+    # the conditional branch is class c's exact model: the same draws as that model alone
+    alone = draw(d, oracle_model(d, lams[c], means[c]), n, sampler, opts, steps)
+    assert torch.allclose(x, alone, rtol=0, atol=1e-10)
+    grid = d.grid(sampler, steps)
+    want_var = output_variance(d, lams[c], sampler, grid, **opts)  # the sampler's exact variance
+    assert kl(means[c], want_var, means[c], lams[c]) < 0.02          # which is class c's, to its error
+    se = (lams[c] / n).sqrt()
+    assert float(((x.mean(0) - means[c]) / se).abs().max()) < 5
+    assert float((x.var(0) / want_var - 1).abs().max()) < 5 * (2 / n) ** 0.5
+
+
+@pytest.mark.parametrize("sampler,opts,steps", DETERMINISTIC)
+def test_guidance_one_deterministic_samplers_reach_the_class_exactly(sampler, opts, steps):
+    """Affine in x̄_T with the class's linear oracle: the run from x̄_T = 0 is the output mean,
+    the one from s_T·1 adds the gain, so mean and variance are exact (no Monte Carlo)."""
+    d, means, lams, mix = mixture_setup()
+    for c in (0, 1):
+        run = [draw(d, mix, 1, sampler, opts, steps, cond=torch.tensor([c]), prior=constant_prior(s))[0]
+               for s in (0.0, 1.0)]
+        mean, var = run[0], (run[1] - run[0]) ** 2
+        assert torch.allclose(var, linear_output_variance(d, lams[c], sampler, steps=steps, **opts)[0], rtol=1e-9)
+        assert kl(mean, var, means[c], lams[c]) < 0.01, (c, kl(mean, var, means[c], lams[c]))
+
+
+def test_guidance_zero_is_the_unconditional_model():
+    d, means, lams, mix = mixture_setup()
+    labels = torch.tensor([0, 1, 1, 0])
+    uncond = draw(d, mix, 4, "dpm++2m", {}, 10)
+    assert torch.equal(draw(d, mix, 4, "dpm++2m", {}, 10, cond=labels, guidance=0.0), uncond)
+    # a per-coordinate weight of 0 goes through the batched two-branch call: the same answer
+    zero = torch.zeros(SHAPE, dtype=torch.float64)
+    assert torch.allclose(draw(d, mix, 4, "dpm++2m", {}, 10, cond=labels, guidance=zero), uncond, atol=1e-12)
+    # and the unconditional mixture is not either class: guidance matters here
+    assert not torch.allclose(draw(d, mix, 4, "dpm++2m", {}, 10, cond=labels), uncond, atol=1e-3)
+
+
+def guided_by_hand(d, mix, labels, weight_of_step):
+    """ε̂̄_u + w ⊙ (ε̂̄_c − ε̂̄_u) formed in the basis by two separate calls: Eq. G1 as written."""
+    def model(x, i):
+        e_c = d.to_basis(mix(x, i, labels))
+        e_u = d.to_basis(mix(x, i, None))
+        return d.from_basis(e_u + weight_of_step(int(i[0])) * (e_c - e_u))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["scalar", "tensor", "rule"])
+def test_guided_prediction_is_eq_g1_per_coordinate(kind):
+    d, means, lams, mix = mixture_setup()
+    labels = torch.tensor([1, 0, 1])
+    w_tensor = torch.linspace(0.5, 4.0, 30, dtype=torch.float64).view(SHAPE)
+    gate = SNRGate(3.0, min_snr=2.0, otherwise=1.0)
+    guidance = {"scalar": 2.5, "tensor": w_tensor, "rule": gate}[kind]
+    coef = d.coefficients()
+    weight_of_step = {"scalar": lambda i: 2.5, "tensor": lambda i: w_tensor,
+                      "rule": lambda i: torch.where(coef.a(i) / coef.s(i) >= 2.0, 3.0, 1.0).double()}[kind]
+    for sampler, opts in [("dpm++2m", {}), ("ancestral", {}), ("unipc", {})]:
+        got = draw(d, mix, 3, sampler, opts, 12, cond=labels, guidance=guidance)
+        want = draw(d, guided_by_hand(d, mix, labels, weight_of_step), 3, sampler, opts, 12)
+        assert torch.allclose(got, want, atol=1e-10), (kind, sampler)
+    if kind == "rule":  # the gate is active on some coordinates at some steps, not everywhere
+        on = [float((coef.a(i) / coef.s(i) >= 2.0).double().mean()) for i in d.grid("dpm++2m", 12)[:-1]]
+        assert any(0 < f < 1 for f in on), on
+
+
+class Counting:
+    """The mixture oracle, recording the batch size of every call."""
+
+    def __init__(self, model):
+        self.model, self.batches = model, []
+
+    def __call__(self, x, i, cond=None):
+        self.batches.append(x.shape[0])
+        return self.model(x, i, cond)
+
+
+@pytest.mark.parametrize("sampler", ["dpm++2m", "ancestral", "unipc", "dpm++3m"])
+def test_one_batched_network_call_per_step_for_both_branches(sampler):
+    d, means, lams, mix = mixture_setup()
+    plain, guided = Counting(mix), Counting(mix)
+    draw(d, plain, 3, sampler, {}, 8)
+    draw(d, guided, 3, sampler, {}, 8, cond=torch.tensor([0, 1, 0]), guidance=3.0)
+    assert len(guided.batches) == len(plain.batches) > 0
+    assert set(plain.batches) == {3} and set(guided.batches) == {6}
+
+
+def test_p_uncond_dropping_is_reproducible_and_bernoulli():
+    labels = torch.arange(4000) % 10
+    a = drop_condition(labels, 0.2, torch.Generator().manual_seed(3))
+    b = drop_condition(labels, 0.2, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    dropped = a == NULL_CLASS
+    assert torch.equal(a[~dropped], labels[~dropped])
+    assert abs(float(dropped.double().mean()) - 0.2) < 5 * math.sqrt(0.2 * 0.8 / 4000)
+    assert torch.equal(drop_condition(labels, 0.0, None), labels)
+    assert bool((drop_condition(labels, 1.0, torch.Generator()) == NULL_CLASS).all())
+    emb = torch.randn(8, 3)  # a tensor condition: dropped rows become zeros
+    e = drop_condition(emb, 1.0, torch.Generator())
+    assert torch.equal(e, torch.zeros_like(emb))
+
+
+def test_loss_passes_the_dropped_condition_to_the_network():
+    d, means, lams, mix = mixture_setup()
+    seen = []
+
+    def model(x, i, cond=None):
+        seen.append(cond)
+        return mix(x, i, cond)
+
+    x0 = torch.randn(64, *SHAPE, dtype=torch.float64)
+    labels = torch.arange(64) % 2
+    losses = [d.loss(model, x0, cond=labels, p_uncond=0.5, generator=torch.Generator().manual_seed(7))
+              for _ in range(2)]
+    assert torch.equal(losses[0], losses[1]) and torch.equal(seen[0], seen[1])
+    assert bool((seen[0] == NULL_CLASS).any()) and bool((seen[0] == labels).any())
+    # without a condition the network keeps its two-argument call and the same random stream
+    plain = d.loss(oracle_model(d, lams[0]), x0, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(plain, d.loss(lambda x, i: oracle_model(d, lams[0])(x, i), x0,
+                                     generator=torch.Generator().manual_seed(7)))
+    with pytest.raises(ValueError, match="p_uncond"):
+        d.loss(model, x0, p_uncond=0.1)
+    with pytest.raises(TypeError, match="takes no condition"):
+        d.loss(oracle_model(d, lams[0]), x0, cond=labels)
+    with pytest.raises(ValueError, match="guidance needs a condition"):
+        d.sample(mix, (2, *SHAPE), guidance=2.0, progress=False)
+
+
+def test_nll_of_a_class_is_its_exact_nll_within_the_bound_gap():
+    d, means, lams, mix = mixture_setup()
+    n, c = 1500, 0
+    g = torch.Generator().manual_seed(0)
+    x0 = d.from_basis(means[c] + lams[c].sqrt() * torch.randn(n, *SHAPE, generator=g, dtype=torch.float64))
+    kw = dict(decoder="continuous", progress=False, batch_size=400)
+    got = d.nll(mix, x0, cond=torch.full((n,), c), generator=torch.Generator().manual_seed(1), **kw)
+    # the bound of class c's Gaussian: the zero-mean closed form plus the prior term of its mean
+    a_N, s_N = d.marginal(torch.tensor([d.N]))
+    shift = float((0.5 * a_N[0] ** 2 * means[c] ** 2 / s_N[0] ** 2).mean()) / math.log(2)
+    want = expected_bound_bpd(d, lams[c]) + shift
+    exact = gaussian_entropy_bpd(lams[c])
+    assert abs(got.bpd - want) < 4 * got.stderr, (got.bpd, want, got.stderr)
+    assert exact <= want and got.bpd - exact < (want - exact) + 4 * got.stderr
+    other = d.nll(mix, x0, cond=torch.full((n,), 1 - c), generator=torch.Generator().manual_seed(1), **kw)
+    assert other.bpd > got.bpd + 0.1  # the other class's model scores these images worse
