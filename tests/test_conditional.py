@@ -185,3 +185,162 @@ def test_nll_of_a_class_is_its_exact_nll_within_the_bound_gap():
     assert exact <= want and got.bpd - exact < (want - exact) + 4 * got.stderr
     other = d.nll(mix, x0, cond=torch.full((n,), 1 - c), generator=torch.Generator().manual_seed(1), **kw)
     assert other.bpd > got.bpd + 0.1  # the other class's model scores these images worse
+
+
+# ------------------------------------------------------------------ networks, data, runs
+
+def test_unet_class_embedding_and_null_class():
+    from gendiff.models import PRESETS, UNet
+    from dataclasses import replace
+    torch.manual_seed(0)
+    net = UNet(replace(PRESETS["tiny"], in_channels=1, out_channels=1, num_classes=3)).eval()
+    for p in net.parameters():  # the zero-initialised residual branches would hide every difference
+        if not p.any():
+            torch.nn.init.normal_(p, std=0.1)
+    x, i = torch.randn(4, 1, 16, 16), torch.tensor([5, 5, 9, 9])
+    with torch.no_grad():
+        null = net(x, i, torch.full((4,), NULL_CLASS))
+        assert torch.equal(net(x, i), null) and torch.equal(net(x, i, None), null)
+        a, b = net(x, i, torch.tensor([0, 1, 2, 0])), net(x, i, torch.tensor([1, 1, 2, 2]))
+    assert torch.equal(a[1:3], b[1:3]) and not torch.allclose(a[0], b[0]) and not torch.allclose(a[0], null[0])
+    with pytest.raises(ValueError, match="class labels in 0..2"):
+        net(x, i, torch.tensor([0, 1, 3, 0]))
+    plain = UNet(replace(PRESETS["tiny"], in_channels=1, out_channels=1))
+    with pytest.raises(ValueError, match="unconditional"):
+        plain(x, i, torch.zeros(4, dtype=torch.long))
+    # the unconditional network's weights are unchanged by the option: the embedding comes last
+    torch.manual_seed(1)
+    u = UNet(replace(PRESETS["tiny"], in_channels=1, out_channels=1))
+    torch.manual_seed(1)
+    c = UNet(replace(PRESETS["tiny"], in_channels=1, out_channels=1, num_classes=3))
+    assert all(torch.equal(p, c.state_dict()[k]) for k, p in u.state_dict().items())
+
+
+def test_diffusers_adapter_passes_class_labels_with_a_null_class():
+    diffusers = pytest.importorskip("diffusers")
+    from gendiff.interop.diffusers import DiffusersUNet
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                 block_out_channels=(8, 16), norm_num_groups=4, num_class_embeds=4,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D")).eval()
+    net = DiffusersUNet(unet)
+    x, i = torch.randn(3, 1, 8, 8), torch.tensor([1, 10, 100])
+    with torch.no_grad():
+        want = unet(x, i - 1, class_labels=torch.tensor([0, 2, 3])).sample
+        assert torch.equal(net(x, i, torch.tensor([0, 2, -1])), want)
+        assert torch.equal(net(x, i), unet(x, i - 1, class_labels=torch.full((3,), 3)).sample)
+    d = Diffusion(GaussianBlurBasis((8, 8)), VPBlurSchedule(N=100))
+    x = d.sample(net, (2, 1, 8, 8), steps=4, cond=torch.tensor([0, 1]), guidance=2.0, progress=False,
+                 generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+
+
+def test_data_labels_digits_folders_and_lsun(tmp_path):
+    import lmdb
+    from PIL import Image
+    from gendiff.data import DigitsDataset, ImageFolderDataset, LSUNDataset, Labelled
+    digits = Labelled(DigitsDataset("test"))
+    assert digits.classes == [str(k) for k in range(10)] and int(digits[5][1]) == int(digits.dataset.labels[5])
+    root = tmp_path / "folder"
+    for cls, colour in (("cat", 10), ("ant", 200)):
+        (root / cls / "deep").mkdir(parents=True)
+        Image.new("L", (8, 8), colour).save(root / cls / "x.png")
+        Image.new("L", (8, 8), colour).save(root / cls / "deep" / "y.png")
+    (root / "ant" / "a_bad.png").write_bytes(b"not a png")  # sorted first: skipped for the next image
+    ds = Labelled(ImageFolderDataset(root, size=8, channels=1))
+    assert ds.classes == ["ant", "cat"]
+    with pytest.warns(RuntimeWarning):
+        pairs = [ds[k] for k in range(len(ds))]
+    for x, y in pairs:  # each image with its own class (ant bright, cat dark), the skipped one too
+        assert int(y) == (0 if float(x.mean()) > 0 else 1)
+    Image.new("L", (8, 8)).save(root / "loose.png")
+    with pytest.raises(ValueError, match="no class labels"):
+        Labelled(ImageFolderDataset(root, size=8, channels=1))
+    lsun = tmp_path / "tower_train_lmdb"
+    env = lmdb.open(str(lsun), map_size=1 << 22)
+    with env.begin(write=True) as txn:
+        for k in range(3):
+            buf = __import__("io").BytesIO()
+            Image.new("RGB", (8, 8), (k, 0, 0)).save(buf, format="PNG")
+            txn.put(f"{k}".encode(), buf.getvalue())
+    env.close()
+    ls = Labelled(LSUNDataset(lsun, size=8, cache_dir=tmp_path / "cache"))
+    assert ls.classes == ["tower"] and [int(ls[k][1]) for k in range(3)] == [0, 0, 0]
+
+
+def conditional_config(tmp_path, steps, name):
+    from dataclasses import asdict, replace
+    from gendiff.models import PRESETS
+    from gendiff.training import CondConfig, DataConfig, FabricConfig, RunConfig, TrainConfig
+    model = replace(PRESETS["tiny"], in_channels=1, out_channels=1, num_classes=10)
+    t = TrainConfig(steps=steps, batch_size=8, lr=2e-3, ema_decay=0.99, log_every=2, ckpt_every=2, sample_every=0,
+                    sample_n=4, sample_steps=4)
+    return RunConfig(name, GaussianBlurBasis((16, 16)).config(), VPBlurSchedule("quartic", 0.14, N=100).config(),
+                     asdict(model), DataConfig("digits", 16, 1), t, FabricConfig("cpu", 1), str(tmp_path),
+                     cond=CondConfig("classes", 10, p_uncond=0.3, guidance=2.0, guidance_min_snr=0.5))
+
+
+def test_conditional_run_trains_checkpoints_resumes_bitwise_and_samples_a_class(tmp_path):
+    from gendiff.training import Trainer, load_checkpoint, open_run, sample_run
+    seen = []
+    full = Trainer(conditional_config(tmp_path, 6, "full"), figures=False)
+    full.setup()
+    loss = full.diffusion.loss
+
+    def spy(model, x0, **kw):  # the labels and p_uncond the trainer passes
+        seen.append((kw["cond"].clone(), kw["p_uncond"]))
+        return loss(model, x0, **kw)
+    full.diffusion.loss = spy
+    full.fit()
+    digits = full.dataset.labels
+    assert len(seen) == 6 and all(p == 0.3 and c.dtype == torch.long and c.shape == (8,) for c, p in seen)
+    assert all(bool((c >= 0).all() & (c < 10).all()) for c, _ in seen) and len(torch.cat([c for c, _ in seen]).unique()) > 3
+    assert set(digits.tolist()) == set(range(10))
+    half = Trainer(conditional_config(tmp_path, 3, "split"), figures=False)
+    half.fit()
+    rest = Trainer(conditional_config(tmp_path, 6, "split"), figures=False)
+    assert rest.resume() and rest.step == 3
+    rest.fit()
+    for a, b in zip(full.raw_model.state_dict().values(), rest.raw_model.state_dict().values()):
+        assert torch.equal(a, b)
+    saved = load_checkpoint(tmp_path / "split" / "last.ckpt")["config"]["cond"]
+    assert saved == {"kind": "classes", "num_classes": 10, "p_uncond": 0.3, "guidance": 2.0, "guidance_min_snr": 0.5}
+    run = open_run(tmp_path / "split" / "last.ckpt")
+    calls = []
+    net = run.model
+
+    def recorder(x, i, cond=None):
+        calls.append(None if cond is None else cond.clone())
+        return net(x, i, cond)
+    x7 = sample_run(run, 3, model=recorder, classes=7, generator=torch.Generator().manual_seed(0))
+    assert x7.shape == (3, 1, 16, 16) and torch.isfinite(x7).all()
+    # guided (w = 2): every call holds both branches, class 7 then the null class
+    assert calls and all(torch.equal(c, torch.tensor([7, 7, 7, -1, -1, -1])) for c in calls)
+    x3 = sample_run(run, 3, classes=3, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(x3, x7)
+    assert torch.equal(run.labels(12), torch.arange(12) % 10)
+    with pytest.raises(ValueError, match="classes must be in 0..9"):
+        run.labels(2, 10)
+
+
+def test_cond_config_is_checked_and_a_changed_p_uncond_is_not_resumed(tmp_path):
+    from dataclasses import replace
+    from gendiff.training import CheckpointError, CondConfig, Trainer
+    from gendiff.training.config import ConfigError
+    with pytest.raises(ConfigError, match="num_classes"):
+        CondConfig("classes")
+    with pytest.raises(ConfigError, match="p_uncond"):
+        CondConfig("classes", 10, p_uncond=1.5)
+    cfg = conditional_config(tmp_path, 2, "c")
+    with pytest.raises(ConfigError, match="model.num_classes"):
+        replace(cfg, cond=CondConfig("classes", 5))
+    with pytest.raises(ConfigError, match="model.num_classes"):
+        replace(cfg, cond=CondConfig())
+    Trainer(cfg, figures=False).fit()
+    other = Trainer(replace(cfg, cond=replace(cfg.cond, p_uncond=0.5)), figures=False)
+    with pytest.raises(CheckpointError, match="cond.p_uncond"):
+        other.resume()
+    photos = replace(cfg, data=replace(cfg.data, spec="photos-gray"))
+    with pytest.raises(ConfigError, match="no class labels"):
+        Trainer(photos, figures=False).setup()

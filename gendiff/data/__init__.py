@@ -6,6 +6,8 @@
   see ``gendiff.data.embedded``);
 * a folder containing ``data.mdb`` (or that file itself) -- ``LSUNDataset`` (official LMDB);
 * any other folder -- ``ImageFolderDataset`` (recursive).
+
+Datasets with classes (``classes``, ``labels``) give (image, label) pairs through ``Labelled``.
 """
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ import torch
 from gendiff.data.embedded import (EMBEDDED, DigitsDataset, PhotoCropsDataset,
                                    embedded_dataset)
 from gendiff.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from gendiff.data.labels import Labelled, class_labels
 from gendiff.data.lsun import LSUNDataset
 
 __all__ = ["EMBEDDED", "IMAGE_EXTENSIONS", "DigitsDataset", "PhotoCropsDataset",
-           "ImageFolderDataset", "LSUNDataset", "build_dataset", "embedded_dataset"]
+           "ImageFolderDataset", "LSUNDataset", "Labelled", "build_dataset", "class_labels", "embedded_dataset"]
 
 DEFAULT_PATH_SIZE = 64
 
