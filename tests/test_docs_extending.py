@@ -38,6 +38,9 @@ def test_extending_md_runs_and_its_components_work(monkeypatch):
     assert ns["fast"].shape == (16, 1, 8, 8) and torch.isfinite(ns["fast"]).all()
     assert torch.isfinite(ns["loss"])
     assert ns["ckpt"].is_file() and ns["trainer"].step == 5  # the Trainer with ready components
+    # the conditional network: trained with labels, sampled for one class and with a per-coordinate gate
+    assert ns["sevens"].shape == ns["gated"].shape == (8, 1, 8, 8) and torch.isfinite(ns["gated"]).all()
+    assert torch.isfinite(ns["closs"]) and not torch.allclose(ns["sevens"], ns["gated"])
 
 
 def test_the_blocks_are_found():
