@@ -63,7 +63,7 @@ def child(args) -> None:
     sys.path.insert(0, os.path.join(ROOT, "recipes"))
     import lsun_blur
     import threads
-    from common import configure
+    from cli import configure
 
     from gendiff.training import Trainer
 

@@ -8,41 +8,41 @@ Published defaults for 32×32: σ_B,max = 20, d_min = 0.001, the log-SNR cosine 
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
-from common import (DEMO_TRAIN, add_data_args, add_run_args, data_channels, fabric_config, flag_errors, float_in,
-                    int_at_least, model_dict, run, train_config)
+import cli
+from gendiff.experiments.paper import DEMO_TRAIN, data_channels
+from gendiff.models import PRESETS as MODELS
+from gendiff.training import DataConfig, FabricConfig, RunConfig
 
-from gendiff import DCTBasis
-from gendiff.schedules import BlurringDiffusionSchedule
-from gendiff.training import DataConfig, RunConfig
+TRAIN = replace(DEMO_TRAIN, sampler="ancestral")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_args(p, size=32)
-    p.add_argument("--N", type=int_at_least(1), default=1000, help="diffusion steps")
-    p.add_argument("--sigma-B-max", type=float_in(0.0, open_lo=True), default=20.0,
+    p = cli.RecipeParser(__doc__)
+    cli.add_data_args(p, size=32)
+    p.add_argument("--N", type=cli.int_at_least(1), default=1000, field="schedule.N", help="diffusion steps")
+    p.add_argument("--sigma-B-max", type=cli.float_in(0.0, open_lo=True), default=20.0, field="schedule.sigma_B_max",
                    help="final blur std in pixels")
-    p.add_argument("--d-min", type=float_in(0.0, 0.999, open_lo=True), default=0.001,
+    p.add_argument("--d-min", type=cli.float_in(0.0, 0.999, open_lo=True), default=0.001, field="schedule.d_min",
                    help="smallest frequency scaling d_min, in (0, 1)")
-    add_run_args(p, replace(DEMO_TRAIN, sampler="ancestral"), name="blurring-<data>")
+    cli.add_run_args(p, TRAIN, name="blurring-<data>")
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def build_config(args) -> RunConfig:
     channels = data_channels(args.data)
-    with flag_errors("--N, --sigma-B-max, --d-min"):
-        schedule = BlurringDiffusionSchedule(args.N, args.sigma_B_max, args.d_min)
-    config = RunConfig(
-        args.name or f"blurring-{args.data}", DCTBasis((args.size, args.size)).config(),
-        schedule.config(), model_dict(args, channels),
-        DataConfig(args.data, args.size, channels), train_config(args, replace(DEMO_TRAIN, sampler="ancestral")),
-        fabric_config(args), args.out)
-    return run(config, args)
+    return RunConfig(
+        f"blurring-{Path(args.data).name or 'data'}", {"name": "dct", "shape": [args.size, args.size]},
+        {"name": "blurring", "N": args.N, "sigma_B_max": args.sigma_B_max, "d_min": args.d_min},
+        asdict(replace(MODELS["small"], in_channels=channels, out_channels=channels)),
+        DataConfig(args.data, args.size, channels), TRAIN, FabricConfig(), "runs")
+
+
+def main(argv=None):
+    return cli.train(build_config, parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry(main)

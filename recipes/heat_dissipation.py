@@ -12,45 +12,46 @@ docs/family.md).
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
-from common import (DEMO_TRAIN, add_data_args, add_run_args, data_channels, fabric_config, flag_errors, float_in,
-                    int_at_least, model_dict, run, train_config)
-
-from gendiff import DCTBasis
-from gendiff.schedules import HeatDissipationSchedule
-from gendiff.training import DataConfig, RunConfig
+import cli
+from gendiff.experiments.paper import DEMO_TRAIN, data_channels
+from gendiff.models import PRESETS as MODELS
+from gendiff.training import DataConfig, FabricConfig, RunConfig
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_args(p, size=32)
-    p.add_argument("--K", type=int_at_least(2), default=200, help="blur levels (trained on 1..K − 1)")
-    p.add_argument("--sigma-B-max", type=float_in(0.0, open_lo=True), default=24.0,
+    p = cli.RecipeParser(__doc__)
+    cli.add_data_args(p, size=32)
+    p.add_argument("--K", type=cli.int_at_least(2), default=200, field="schedule.K",
+                   help="blur levels (trained on 1..K − 1)")
+    p.add_argument("--sigma-B-max", type=cli.float_in(0.0, open_lo=True), default=24.0, field="schedule.sigma_B_max",
                    help="largest blur std in pixels (> σ_B,min = 0.5)")
-    p.add_argument("--sigma", type=float_in(0.0, open_lo=True), default=0.01, help="training noise std σ")
-    p.add_argument("--delta-scale", type=float_in(0.0), default=0.0,
+    p.add_argument("--sigma", type=cli.float_in(0.0, open_lo=True), default=0.01, field="schedule.sigma",
+                   help="training noise std σ")
+    p.add_argument("--delta-scale", type=cli.float_in(0.0), default=0.0, field="prior.delta_scale",
                    help="noise on the prior draw, in units of σ (the reference code adds none)")
-    add_run_args(p, DEMO_TRAIN, name="ihdm-<data>")
+    cli.add_run_args(p, DEMO_TRAIN, name="ihdm-<data>")
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    channels = data_channels(args.data)
+def build_config(args) -> RunConfig:
     # IHDM samples with its own sampler and no x̂_0 clamp, as the reference implementation does.
-    train = train_config(args, replace(DEMO_TRAIN, sampler="ihdm", clip_x0=False, grad_clip=1.0,
-                                       last_train_step=args.K - 1))
-    with flag_errors("--K, --sigma-B-max, --sigma"):
-        schedule = HeatDissipationSchedule(args.K, args.sigma_B_max, sigma=args.sigma)
-    config = RunConfig(
-        args.name or f"ihdm-{args.data}", DCTBasis((args.size, args.size)).config(),
-        schedule.config(), model_dict(args, channels),
-        DataConfig(args.data, args.size, channels, (0.0, 1.0)), train, fabric_config(args), args.out,
-        parameterization={"name": "residual_mean", "reduction": "sum"}, prior={"name": "blurred_data", "delta_scale": args.delta_scale})
-    return run(config, args)
+    train = replace(DEMO_TRAIN, sampler="ihdm", clip_x0=False, grad_clip=1.0, last_train_step=args.K - 1)
+    channels = data_channels(args.data)
+    return RunConfig(
+        f"ihdm-{Path(args.data).name or 'data'}", {"name": "dct", "shape": [args.size, args.size]},
+        {"name": "heat", "K": args.K, "sigma_B_max": args.sigma_B_max, "sigma_B_min": 0.5, "sigma": args.sigma},
+        asdict(replace(MODELS["small"], in_channels=channels, out_channels=channels)),
+        DataConfig(args.data, args.size, channels, (0.0, 1.0)), train, FabricConfig(), "runs",
+        parameterization={"name": "residual_mean", "reduction": "sum"},
+        prior={"name": "blurred_data", "delta_scale": args.delta_scale})
+
+
+def main(argv=None):
+    return cli.train(build_config, parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry(main)

@@ -11,8 +11,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def recipes_importable(monkeypatch):
-    """``import common`` and the recipes work; recipes/common.py sets sys.excepthook on import
-    (one-line errors for the command line), so the test's hook is put back afterwards."""
+    """``import cli`` and the recipes work (recipes/ on sys.path); the test's excepthook is put
+    back afterwards in case a recipe's entry point changed it."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "recipes"))
     hook = sys.excepthook
     yield

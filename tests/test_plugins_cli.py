@@ -166,16 +166,16 @@ def recipes(monkeypatch, plugin):
 
 
 def test_flags_become_the_component_configs(recipes, tmp_path):
-    import common
+    import cli
     args = recipes.parse_args([*TRAIN, "--out", str(tmp_path), "--parameterization-args", '{"weighting": "score"}'])
-    config = common.configure(recipes.build_config(args), args)
+    config = cli.configure(recipes.build_config(args), args)
     assert config.basis == {"name": "mylab_test.bases:RandomBasis", "shape": [8, 8], "seed": 3}
     assert config.schedule["f_type"] == "mylab_test.speeds:sqrt_speed" and config.schedule["N"] == 1000
     assert config.parameterization == {"name": "eps", "weighting": "score"}
     assert (config.data.size, config.data.channels, config.model["image_size"]) == (8, 1, 8)
     args = recipes.parse_args(["--schedule", "heat", "--schedule-args", '{"K": 20}', "--basis", "dct", "--sample-steps", "10",
                                "--size", "8", "--out", str(tmp_path)])
-    config = common.configure(recipes.build_config(args), args)
+    config = cli.configure(recipes.build_config(args), args)
     assert config.schedule == {"name": "heat", "K": 20} and config.basis == {"name": "dct", "shape": [8, 8]}
 
 
@@ -193,24 +193,24 @@ def test_bad_component_flags_stop_argparse(recipes, capsys, argv, message):
 
 
 def test_speed_on_a_schedule_without_one_and_unknown_speed_args(recipes, tmp_path):
-    import common
+    import cli
     args = recipes.parse_args(["--schedule", "heat", "--speed", "quartic", "--out", str(tmp_path)])
-    with pytest.raises(common.ConfigError, match="blur speed"):
-        common.configure(recipes.build_config(args), args)
+    with pytest.raises(cli.ConfigError, match="blur speed"):
+        cli.configure(recipes.build_config(args), args)
     args = recipes.parse_args(["--speed-args", '{"fN": 1}', "--out", str(tmp_path)])
-    with pytest.raises(common.ConfigError, match="f_N"):
-        common.configure(recipes.build_config(args), args)
+    with pytest.raises(cli.ConfigError, match="f_N"):
+        cli.configure(recipes.build_config(args), args)
 
 
 def test_config_file_reruns_a_run_and_explicit_flags_override_it(recipes, trained, tmp_path, capsys):
-    import common
+    import cli
     argv = ["--config", str(trained / "config.json"), "--name", "again", "--steps", "2", "--out", str(tmp_path)]
     args = recipes.parse_args(argv)  # the file names import paths: refused until trusted
-    with pytest.raises(common.ConfigError, match=r"names code to import: \['mylab_test.bases:RandomBasis', "
+    with pytest.raises(cli.ConfigError, match=r"names code to import: \['mylab_test.bases:RandomBasis', "
                                                  r"'mylab_test.speeds:sqrt_speed'\]"):
-        common.configure(recipes.build_config(args), args)
+        cli.configure(recipes.build_config(args), args)
     args = recipes.parse_args(argv + ["--trust-code"])
-    config = common.configure(recipes.build_config(args), args)
+    config = cli.configure(recipes.build_config(args), args)
     saved = json.loads((trained / "config.json").read_text())
     now = json.loads(json.dumps(config.to_dict()))
     assert now["basis"] == saved["basis"] and now["schedule"] == saved["schedule"] and now["model"] == saved["model"]
@@ -221,8 +221,8 @@ def test_config_file_reruns_a_run_and_explicit_flags_override_it(recipes, traine
     assert stop.value.code == 2 and "--preset cannot be combined with --config" in capsys.readouterr().err
     args = recipes.parse_args(["--config", str(trained / "config.json"), "--trust-code"])
     args.recipe_flags = ["preset"]  # the library-side check, for args built without the recipe's parser
-    with pytest.raises(common.ConfigError, match="--preset cannot be combined with --config"):
-        common.configure(recipes.build_config(args), args)
+    with pytest.raises(cli.ConfigError, match="--preset cannot be combined with --config"):
+        cli.configure(recipes.build_config(args), args)
 
 
 def test_a_custom_network_by_import_path_trains_and_loads(recipes, tmp_path):

@@ -339,7 +339,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
             load_run(ckpt)
 
 
-def test_sigint_in_process_saves_and_stops(tmp_path):
+def test_sigint_in_process_saves_and_stops(tmp_path, recipes_importable):
+    """The recipes' handlers (the library installs none) ask the trainer to stop: it finishes the
+    step, saves and returns; the handlers are put back afterwards."""
+    import cli
     tr = Trainer(tiny_run(tmp_path, steps=50, ckpt_every=1000))
     tr.setup()
     step = tr._train_step
@@ -350,9 +353,17 @@ def test_sigint_in_process_saves_and_stops(tmp_path):
         return step(x0)
 
     tr._train_step, handler = interrupted_at_3, signal.getsignal(signal.SIGINT)
-    ckpt = tr.fit()
+    with cli.stop_on_signals(tr):
+        ckpt = tr.fit()
     assert tr.interrupted and tr.step == 3 and ckpt_step(ckpt) == 3
     assert signal.getsignal(signal.SIGINT) is handler
+    tr2 = Trainer(tiny_run(tmp_path / "b", steps=50, ckpt_every=1000))
+    tr2.setup()
+    step2, seen = tr2._train_step, []
+    tr2._train_step = lambda x0: (seen.append(signal.getsignal(signal.SIGINT)), step2(x0))[1]
+    tr2.request_stop()  # from Python, without any signal
+    assert ckpt_step(tr2.fit()) == 1 and tr2.interrupted
+    assert seen == [handler]  # fit itself installs no handler
 
 
 class OneProcess:
@@ -880,11 +891,12 @@ def test_data_config_is_checked(tmp_path):
 
 
 def test_recipe_refusals_before_any_work(recipes_importable, tmp_path):
-    import common
+    import cli
     import lsun_blur
     args = lsun_blur.parse_args(["--sample-steps", "5000", "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match=r"--sampler / --sample-steps / --sampler-args: .*must be in 1..N=1000"):
-        common.check_run(common.configure(lsun_blur.build_config(args), args))
+        with cli.flags_named(args):
+            cli.check_run(cli.configure(lsun_blur.build_config(args), args))
     assert not any(tmp_path.iterdir())
     # a schedule flag the schedule cannot take (d_min = 0: log 0) fails before the folder is made
     import blurring_diffusion
@@ -914,7 +926,8 @@ def test_recipe_refusals_before_any_work(recipes_importable, tmp_path):
     ("heat_dissipation", ["--prior-args", '{"delta_scale": -1}'],
      r"invalid run 'ihdm-digits': prior \{.*'delta_scale': -1\}: ValueError: delta_scale must be a finite number ≥ 0"),
     ("heat_dissipation", ["--sigma-B-max", "0.3"],
-     r"--K, --sigma-B-max, --sigma: need 0 < sigma_B_min < sigma_B_max, got 0.5, 0.3"),
+     r"--K, --sigma-B-max, --sigma, --schedule / --schedule-args / --speed / --speed-args: invalid run "
+     r"'ihdm-digits': schedule \{.*\}: ValueError: need 0 < sigma_B_min < sigma_B_max, got 0.5, 0.3"),
 ])
 def test_a_run_is_checked_before_its_folder_is_made(recipes_importable, tmp_path, recipe, argv, message):
     """Flags that only fail together (sizes, shapes, paths, ranges set by another flag) stop as a
@@ -930,25 +943,25 @@ def test_a_run_is_checked_before_its_folder_is_made(recipes_importable, tmp_path
 
 
 def test_config_of_a_moved_run_folder_resumes_it_where_it_is(recipes_importable, recipe_run, tmp_path):
-    import common
+    import cli
     import lsun_blur
     moved = copy_run(recipe_run, tmp_path / "elsewhere")
     args = lsun_blur.parse_args(["--config", str(moved / "config.json"), "--resume"])
-    config = common.configure(lsun_blur.build_config(args), args)
+    config = cli.configure(lsun_blur.build_config(args), args)
     assert Path(config.out_dir) / config.name == moved  # not the folder recorded inside the file
     args = lsun_blur.parse_args(["--config", str(moved / "config.json"), "--name", "longer", "--steps", "9"])
-    config = common.configure(lsun_blur.build_config(args), args)
+    config = cli.configure(lsun_blur.build_config(args), args)
     assert Path(config.out_dir) / config.name == moved.parent / "longer" and config.train.steps == 9
     edited = moved / "bigger.json"  # another file in the run folder: a new run, not this one
     edited.write_text((moved / "config.json").read_text().replace('"name": "demo-digits"', '"name": "bigger"'))
     args = lsun_blur.parse_args(["--config", str(edited)])
-    config = common.configure(lsun_blur.build_config(args), args)
+    config = cli.configure(lsun_blur.build_config(args), args)
     assert config.name == "bigger" and Path(config.out_dir) != moved.parent
     plain = tmp_path / "mine.json"  # a config file outside a run folder: the place it records
     plain.write_text((moved / "config.json").read_text())
     args = lsun_blur.parse_args(["--config", str(plain)])
     recorded = json.loads(plain.read_text())
-    config = common.configure(lsun_blur.build_config(args), args)
+    config = cli.configure(lsun_blur.build_config(args), args)
     assert (config.out_dir, config.name) == (recorded["out_dir"], recorded["name"])
 
 

@@ -102,3 +102,15 @@ def test_float_and_32_bit_images_keep_their_values():
         pil_to_tensor(Image.fromarray(ramp * 2, "F"), 8, 1, (0.0, 1.0))
     with pytest.raises(ValueError, match="32-bit integer image must hold 8- or 16-bit values"):
         pil_to_tensor(Image.fromarray((ramp * 1e6).astype(np.int32), "I"), 8, 1, (0.0, 1.0))
+
+
+def test_a_long_run_name_and_a_huge_batch_are_refused_as_flags(recipes_importable, tmp_path, capsys):
+    """A 300-character --name was a traceback from the file system; a huge --batch-size failed
+    after config.json was written. Both are now refused before anything is written."""
+    import lsun_blur
+    with pytest.raises(SystemExit) as stop:
+        lsun_blur.parse_args(["--name", "a" * 300])
+    assert stop.value.code == 2 and "run name must be at most 200 characters, got 300" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"batch_size: Input should be less than or equal to 65536"):
+        lsun_blur.main(["--batch-size", "100000000", "--out", str(tmp_path), "--threads", "1"])
+    assert not any(tmp_path.iterdir())

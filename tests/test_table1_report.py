@@ -1,4 +1,4 @@
-"""recipes/table1_small.py's markdown report: every row lines up with its header, and each cell
+"""gendiff/experiments/table1_small.py's markdown report: every row lines up with its header, and each cell
 holds the number it names (the tables of docs/results.md are pasted from it)."""
 
 
@@ -34,8 +34,8 @@ def bits_rows(md: str) -> dict:
     return {r[0]: dict(zip(bpd[0], r)) for r in bpd[2:]}
 
 
-def test_markdown_tables_put_each_number_under_its_header(recipes_importable):
-    import table1_small
+def test_markdown_tables_put_each_number_under_its_header():
+    from gendiff.experiments import table1_small
     md = table1_small.markdown_tables(results())
     rows = bits_rows(md)
     assert rows["no blur"]["bits/dim"] == "2.900 ± 0.040" and rows["no blur"]["Δ vs no blur (paired)"] == "0"
@@ -54,9 +54,9 @@ def test_markdown_tables_put_each_number_under_its_header(recipes_importable):
     assert cells["no blur"]["spectrum high"] == "2.728 ± 1.500"
 
 
-def test_rows_scored_before_both_means_show_under_eq_19_20(recipes_importable):
+def test_rows_scored_before_both_means_show_under_eq_19_20():
     """An eval.json written before the posterior mean holds Eq. 19–20's bound under "nll" itself."""
-    import table1_small
+    from gendiff.experiments import table1_small
     old = {"schedule": {"f_N": 0.0}, "nll": nll(3.058, 0.0, 0.0), "nll_uniform": nll(3.2, 0.0, 0.0), "summary": SUMMARY}
     row = table1_small.by_mean(old)
     assert row["nll"] == {"reverse": old["nll"]} and row["nll_uniform"] == {"reverse": old["nll_uniform"]}
@@ -65,8 +65,8 @@ def test_rows_scored_before_both_means_show_under_eq_19_20(recipes_importable):
     assert cells["Eq. 19–20 mean: bits/dim"] == "3.058 ± 0.040"
 
 
-def test_paired_differences_per_mean(recipes_importable):
-    import table1_small
+def test_paired_differences_per_mean():
+    from gendiff.experiments import table1_small
     per = {"no-blur": ([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]), "log": ([2.0, 3.0, 5.0], [3.0, 4.0, 5.0])}
     res = {row: {"nll": {"posterior": {"bpd_per_image": p}, "reverse": {"bpd_per_image": r}}}
            for row, (p, r) in per.items()}

@@ -15,6 +15,8 @@ from gendiff.schedules import VPBlurSchedule
 from gendiff.training import (CheckpointError, DataConfig, FabricConfig, RunConfig, RunDirError, RunLock,
                               TrainConfig, Trainer, load_run)
 from gendiff.training.checkpoint import _write_atomic, load_checkpoint
+from gendiff.files import SAMPLES_MANIFEST
+from gendiff.training.samples import read_manifest
 from gendiff.training.config import ConfigError
 from gendiff.training.rundir import hold_run_dir
 from gendiff.training.trust import UntrustedCodeError, code_names
@@ -77,14 +79,14 @@ def test_code_named_in_a_checkpoint_is_refused_before_any_import(tmp_path, marke
 @pytest.mark.parametrize("field", sorted(FIELDS))
 def test_code_named_in_a_config_file_is_refused_before_any_import(tmp_path, marker_module, recipes_importable,
                                                                  field):
-    import common
+    import cli
     import lsun_blur
     d = run_dict(tmp_path, "again")
     FIELDS[field](d, "0gdmarker:X")
     (tmp_path / "run.json").write_text(json.dumps(d))
     args = lsun_blur.parse_args(["--config", str(tmp_path / "run.json"), "--out", str(tmp_path / "out")])
     with pytest.raises(UntrustedCodeError, match=r"--config .*run.json names code to import: \['0gdmarker:X'\]"):
-        common.configure(lsun_blur.build_config(args), args)
+        cli.configure(lsun_blur.build_config(args), args)
     assert not marker_module.exists() and not (tmp_path / "out").exists()
 
 
@@ -174,6 +176,25 @@ def test_overwrite_moves_the_old_run_aside_and_loses_nothing(tmp_path, capsys):
     assert len(backups) == 1 and sorted(p.name for p in backups[0].iterdir()) == before
     assert f"moved to {backups[0]}" in capsys.readouterr().err
     assert load_checkpoint(backups[0] / "last.ckpt")["step"] == 4
+
+
+def test_overwrite_that_fails_before_its_first_checkpoint_puts_the_old_run_back(tmp_path, monkeypatch, capsys):
+    """--overwrite loses nothing until the new run has saved: a first step that fails (out of
+    memory, say) puts the old run back in place, byte for byte; the new run's files go aside."""
+    run = trained(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    tr = Trainer(RunConfig.from_dict(run_dict(tmp_path)), overwrite=True)
+    tr.setup()
+    monkeypatch.setattr(tr, "_train_step", lambda x0: (_ for _ in ()).throw(MemoryError("out of memory")))
+    with pytest.raises(MemoryError):
+        tr.fit()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"} == before
+    failed = [p for p in run.iterdir() if p.name.startswith("failed-")]
+    assert len(failed) == 1 and (failed[0] / "forward.png").exists()  # the new run's, set aside
+    assert not any(p.name.startswith("replaced-") for p in run.iterdir())
+    assert "the previous run is back in" in capsys.readouterr().err
+    Trainer(RunConfig.from_dict(run_dict(tmp_path)), figures=False, overwrite=True).fit()  # after a save: moved
+    assert len([p for p in run.iterdir() if p.name.startswith("replaced-")]) == 1
 
 
 def test_overwrite_with_an_invalid_fabric_flag_keeps_the_old_run(tmp_path, recipes_importable):
@@ -337,7 +358,7 @@ def test_naming_data_never_switches_the_protocol(tmp_path, recipes_importable):
     config = lsun_blur.build_config(lsun_blur.parse_args(["--data", "photos", "--out", str(tmp_path)]))
     assert (config.train.lr, config.train.sampler, config.data.size, config.data.channels) == (1e-3, "unipc", 16, 3)
     assert config.name == "demo-photos" and config.model["model_channels"] == PRESETS["small"].model_channels
-    with pytest.raises(SystemExit, match=r"--preset church-none trains on LSUN church: pass its LMDB folder"):
+    with pytest.raises(ConfigError, match=r"--data: preset church-none trains on LSUN church: give its LMDB folder"):
         lsun_blur.main(["--preset", "church-none", "--lsun-root", str(tmp_path / "none"), "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())
 
@@ -395,5 +416,5 @@ def test_sample_defaults_to_the_runs_own_sampling_and_believes_only_its_own_mani
     out = sample_main("--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "s"))
     assert "(dpm++2m, 2 network evaluations each)" in capsys.readouterr().out  # the run's sample_steps=2
     (tmp_path / "keep.txt").write_text("mine")
-    (out / sample.MANIFEST).write_text(json.dumps(["../keep.txt", "000000.png"]))
-    assert sample.read_manifest(out) == {"000000.png"}
+    (out / SAMPLES_MANIFEST).write_text(json.dumps(["../keep.txt", "000000.png"]))
+    assert read_manifest(out) == {"000000.png"}

@@ -33,7 +33,15 @@ MAX_NAME = 200           # run-name characters (file systems allow 255 bytes)
 
 
 class ConfigError(ValueError):
-    """A configuration value outside its valid range (the message names the field and the value)."""
+    """A configuration value outside its valid range (the message names the field and the value).
+
+    ``field``: the config field (``"schedule"``, ``"data.spec"``, ``"train.sampler"``, …) or the
+    argument the refusal is about, when one is; the command line maps it to the flag that sets it.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def Int(lo: int, hi: int | None = None):  # noqa: N802 - a type, spelled like one

@@ -164,9 +164,9 @@ def _part(config: RunConfig, kind: str, build: Callable[[dict], Any]):
     try:
         return build(cfg)
     except ImportError as e:
-        raise ConfigError(f"invalid run {config.name!r}: {kind} {cfg}: {e}") from e
+        raise ConfigError(f"invalid run {config.name!r}: {kind} {cfg}: {e}", kind) from e
     except (ValueError, ZeroDivisionError, OverflowError, TypeError, KeyError) as e:
-        raise ConfigError(f"invalid run {config.name!r}: {kind} {cfg}: {type(e).__name__}: {e}") from e
+        raise ConfigError(f"invalid run {config.name!r}: {kind} {cfg}: {type(e).__name__}: {e}", kind) from e
 
 
 def _network(cfg: dict) -> nn.Module:
@@ -182,7 +182,7 @@ def _diffusion(config: RunConfig) -> Diffusion:
         return Diffusion(basis, schedule, parameterization=param, last_train_step=config.train.last_train_step)
     except (ValueError, ZeroDivisionError, OverflowError, TypeError) as e:
         raise ConfigError(f"invalid run {config.name!r}: schedule {config.schedule} with basis "
-                          f"{config.basis.get('name', config.basis)}: {type(e).__name__}: {e}") from e
+                          f"{config.basis.get('name', config.basis)}: {type(e).__name__}: {e}", "schedule") from e
 
 
 def _check_sampling(s: SamplingConfig, diffusion: Diffusion, shape) -> None:
@@ -196,9 +196,10 @@ def _check_sampling(s: SamplingConfig, diffusion: Diffusion, shape) -> None:
         diffusion.sample(lambda x, i: torch.zeros_like(x), (1, *shape), sampler=s.sampler, timesteps=grid,
                          progress=False, prior=zeros, **s.options)
     except ImportError as e:
-        raise ConfigError(f"train.sampler: {e}") from e
+        raise ConfigError(f"train.sampler: {e}", "train.sampler") from e
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"train.sampler / train.sample_steps / train.sampler_options: {e}") from None
+        raise ConfigError(f"train.sampler / train.sample_steps / train.sampler_options: {e}",
+                          "train.sampler") from None
 
 
 def _dataset(config: RunConfig):
@@ -206,7 +207,7 @@ def _dataset(config: RunConfig):
     try:
         return build_dataset(d.spec, split="train", size=d.size, value_range=d.value_range, channels=d.channels)
     except (OSError, ValueError, RuntimeError) as e:  # missing/empty folder, bad LMDB, unreadable images
-        raise ConfigError(f"data.spec {d.spec!r}: {e}") from e
+        raise ConfigError(f"data.spec {d.spec!r}: {e}", "data.spec") from e
 
 
 def _check_first(config: RunConfig, dataset) -> None:
@@ -215,12 +216,12 @@ def _check_first(config: RunConfig, dataset) -> None:
     try:
         first = dataset[0] if len(dataset) else None
     except (OSError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"data.spec {d.spec!r}: {e}") from e
+        raise ConfigError(f"data.spec {d.spec!r}: {e}", "data.spec") from e
     if first is None:
-        raise ConfigError(f"data.spec {d.spec!r} holds no images")
+        raise ConfigError(f"data.spec {d.spec!r} holds no images", "data.spec")
     if tuple(first.shape) != want:
         raise ConfigError(f"data.spec {d.spec!r} gives images of shape {tuple(first.shape)}, but the run expects "
-                          f"{want} (data.channels {d.channels}, data.size {d.size})")
+                          f"{want} (data.channels {d.channels}, data.size {d.size})", "data.spec")
 
 
 def _check_classes(config: RunConfig, dataset) -> None:
@@ -244,7 +245,7 @@ def _check_shape(config: RunConfig, diffusion: Diffusion) -> None:
         check_data(torch.zeros(1, *want), diffusion.basis)
     except ValueError as e:
         raise ConfigError(f"invalid run {config.name!r}: the data are {'×'.join(map(str, want))} (data.size, "
-                          f"data.channels) but basis {config.basis} does not take them: {e}") from e
+                          f"data.channels) but basis {config.basis} does not take them: {e}", "basis") from e
 
 
 @torch.no_grad()

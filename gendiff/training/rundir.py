@@ -30,6 +30,8 @@ except ImportError:  # Windows
 RUN_FILES = ("last.ckpt", "config.json", "metrics.csv")  # what makes a folder a run
 LOCK_NAME = ".lock"
 BACKUP_PREFIX = "replaced-"  # where --overwrite moves the previous run
+MAX_NAME = 200  # characters in a run name (RunConfig's schema says the same)
+FAILED_PREFIX = "failed-"  # where a new run's files go when it failed before its first checkpoint
 
 
 class RunDirError(RuntimeError):
@@ -43,6 +45,8 @@ def check_run_name(name) -> str:
     bad = [c for c in ("/", "\\", os.sep, "\0") if c in name]
     if bad or name in (".", "..") or (os.altsep and os.altsep in name):
         raise ConfigError(f"run name must be one folder name (no '/', '\\', NUL, not '.' or '..'), got {name!r}")
+    if len(name) > MAX_NAME:  # file systems refuse names over 255 bytes; sample folders append to it
+        raise ConfigError(f"run name must be at most {MAX_NAME} characters, got {len(name)}: {name[:40]!r}…")
     return name
 
 
@@ -51,10 +55,8 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool = False)
 
     Args:
         resume: continue from ``run_dir/last.ckpt`` (which must exist).
-        overwrite: start over in an existing run folder: everything the old run left there is
-            moved, not deleted, into ``run_dir/replaced-<time>/`` (named on stderr), so nothing is
-            lost whatever happens next (call this while holding the :class:`RunLock`, after every
-            other check of the new run has passed).
+        overwrite: allow starting over in a folder that holds a run (:func:`hold_run_dir` then
+            moves the old run aside, and back if the new one fails before its first checkpoint).
 
     Raises:
         RunDirError: an existing run without ``resume``/``overwrite`` (the message says how to
@@ -76,25 +78,32 @@ def claim_run_dir(run_dir: str | Path, *, resume: bool, overwrite: bool = False)
         raise RunDirError(f"run folder {run_dir} already holds a run ({', '.join(existing)}); refusing to "
                           "overwrite it. Continue it with --resume (Trainer.resume()), start it over with "
                           "--overwrite (Trainer(..., overwrite=True)), or pick another --name or --out")
-    if overwrite and existing:
-        backup = set_aside(run_dir)
-        print(f"--overwrite: the previous run in {run_dir} was moved to {backup}", file=sys.stderr)
     return None
 
 
-def set_aside(run_dir: Path) -> Path:
+def set_aside(run_dir: Path, prefix: str = BACKUP_PREFIX) -> Path:
     """Move everything in ``run_dir`` but its lock and earlier backups into a new
-    ``replaced-<time>`` folder there; returns that folder."""
+    ``<prefix><time>`` folder there; returns that folder."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    backup = run_dir / f"{BACKUP_PREFIX}{stamp}"
+    backup = run_dir / f"{prefix}{stamp}"
     k = 1
     while os.path.lexists(backup):
-        backup, k = run_dir / f"{BACKUP_PREFIX}{stamp}-{k}", k + 1
+        backup, k = run_dir / f"{prefix}{stamp}-{k}", k + 1
     backup.mkdir()
     for entry in sorted(run_dir.iterdir()):
-        if entry.name != LOCK_NAME and not entry.name.startswith(BACKUP_PREFIX):
+        if entry.name != LOCK_NAME and not entry.name.startswith((BACKUP_PREFIX, FAILED_PREFIX)):
             os.replace(entry, backup / entry.name)  # a rename: a symlink moves as a link
     return backup
+
+
+def put_back(run_dir: Path, backup: Path) -> Path:
+    """Undo :func:`set_aside` after a new run failed before its first checkpoint: its files go
+    to ``failed-<time>/`` and the old run's come back from ``backup``; returns the former."""
+    failed = set_aside(run_dir, FAILED_PREFIX)
+    for entry in sorted(backup.iterdir()):
+        os.replace(entry, run_dir / entry.name)
+    backup.rmdir()
+    return failed
 
 
 def check_run_place(run_dir: str | Path) -> Path:
@@ -140,6 +149,7 @@ class RunLock:
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / LOCK_NAME
         self._fd: int | None = None
+        self.backup: Path | None = None  # where hold_run_dir moved the run this one replaces
 
     def acquire(self) -> "RunLock":
         try:
@@ -212,7 +222,8 @@ def hold_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool =
         check: False only locks (a trainer continuing the run it loaded from this folder).
 
     Returns:
-        the lock taken (release it when training ends).
+        the lock taken (release it when training ends); with ``overwrite``, ``lock.backup`` is
+        where the old run went (:func:`put_back` restores it).
     """
     run_dir = check_run_place(run_dir)
     made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
@@ -220,6 +231,10 @@ def hold_run_dir(run_dir: str | Path, *, resume: bool = False, overwrite: bool =
     try:
         if check:
             claim_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        if check and overwrite and any((run_dir / f).exists() for f in RUN_FILES):
+            lock.backup = set_aside(run_dir)
+            print(f"--overwrite: the previous run in {run_dir} was moved to {lock.backup} (it comes back if the "
+                  "new run fails before its first checkpoint)", file=sys.stderr)
     except BaseException:
         lock.release()
         with contextlib.suppress(OSError):  # the refusal is the error to report, not a cleanup's

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import random
-import signal
+import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from lightning_fabric import Fabric
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from tqdm.auto import tqdm
 
 from torch import nn
@@ -18,12 +19,12 @@ from gendiff.diffusion import Diffusion
 from gendiff.figures import forward_strip, save_grid
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic, verified
-from .config import CondConfig, DataConfig, FabricConfig, RunConfig, TrainConfig
+from .config import CondConfig, ConfigError, DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_decay, ema_model
 from .loading import check_step, network_config
 from .run import Run, build_run, sample_run
 from .logs import RunLog, fabric_loggers
-from .rundir import RunDirError, RunLock, hold_run_dir
+from .rundir import RunDirError, RunLock, hold_run_dir, put_back
 
 
 class NonFiniteLossError(RuntimeError):
@@ -93,8 +94,8 @@ class Trainer:
     def __init__(self, config: RunConfig | Run | None = None, run_dir: str | Path | None = None, *,
                  diffusion: Diffusion | None = None, basis=None, schedule=None, model: nn.Module | None = None,
                  prior=None, dataset=None, data: DataConfig | None = None, train: TrainConfig | None = None,
-                 fabric: FabricConfig | None = None, cond: CondConfig | None = None, name: str = "run", out_dir: str = "runs", figures: bool = True,
-                 overwrite: bool = False, trust_code: bool = True):
+                 fabric: FabricConfig | None = None, cond: CondConfig | None = None, name: str = "run",
+                 out_dir: str = "runs", figures: bool = True, overwrite: bool = False, trust_code: bool = True):
         self._run = config if isinstance(config, Run) else None
         if self._run is not None:  # recorded as built: each component's own config()
             config, diffusion = self._run.config, self._run.diffusion
@@ -109,12 +110,11 @@ class Trainer:
         self.run_dir = Path(run_dir or Path(config.out_dir) / config.name)
         self.figures, self.overwrite, self.trust_code = figures, overwrite, trust_code
         self._owns_run_dir = False  # True once this trainer continues or claimed the run there
-        fc = config.fabric
-        self.fabric = Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy,
-                             num_nodes=fc.num_nodes, precision=fc.precision, loggers=fabric_loggers(self.run_dir))
+        self.fabric = _fabric(config.fabric, self.run_dir)
         self._stop_signal: int | None = None  # set by the handler on this rank
         self._stopped = False  # any rank got a signal and fit() stopped early
         self._is_setup = False
+        self._saves = 0  # checkpoints this trainer wrote
         self.resumed_at: int | None = None  # the step resume() continued from
 
     def setup(self) -> None:
@@ -139,6 +139,12 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "config": self.config.to_dict(), "rng": rng_state()}
 
+    def request_stop(self, signum: int | None = None) -> None:
+        """Ask :meth:`fit` to stop after the current step, save and return (every rank stops at
+        the same step). Safe from a signal handler: the recipes' SIGTERM/SIGINT call it; the
+        library installs no handler itself."""
+        self._stop_signal = signum if signum is not None else -1
+
     @property
     def interrupted(self) -> bool:
         """True when SIGTERM/SIGINT on any rank stopped :meth:`fit` early (a checkpoint was saved)."""
@@ -148,8 +154,10 @@ class Trainer:
         """``last.ckpt``, then ``config.json`` beside it (rank 0; both atomic). The config is written
         with the checkpoint, not at the start: a run that fails in its first step (out of memory,
         say) leaves no run behind, so the corrected rerun needs no --overwrite."""
-        return save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state(),
+        path = save_atomic(self.fabric, self.run_dir / "last.ckpt", self.state(),
                            beside={"config.json": self.config.to_json()})
+        self._saves += 1
+        return path
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Restore from ``path`` or ``run_dir/last.ckpt``; False when there is nothing to resume."""
@@ -200,7 +208,7 @@ class Trainer:
                 if self.fabric.is_global_zero:
                     print(f"resumed {self.run_dir / 'last.ckpt'} at step {self.step}", flush=True)
             self._owns_run_dir = True
-            self._fit()
+            self._fit_or_put_back(None if lock is None else lock.backup)
             if finish is not None and not self._stopped and self.fabric.is_global_zero:
                 finish(self)
         finally:
@@ -208,9 +216,23 @@ class Trainer:
                 lock.release()
         return self.run_dir / "last.ckpt"
 
+    def _fit_or_put_back(self, backup: Path | None) -> None:
+        """:meth:`_fit`; when it fails before the first checkpoint of a run that replaced another
+        (``overwrite``), the old run is put back where it was: nothing is lost until the new run
+        has saved."""
+        saved = self._saves
+        try:
+            self._fit()
+        except BaseException:
+            if backup is not None and self._saves == saved:
+                failed = put_back(self.run_dir, backup)
+                print(f"the new run failed before its first checkpoint: the previous run is back in {self.run_dir} "
+                      f"(the new run's files are in {failed})", file=sys.stderr)
+            raise
+
     def _fit(self) -> None:
         c, fabric = self.config.train, self.fabric
-        old, bar, log = _install_signal_handlers(self), None, None
+        bar, log = None, None
         try:
             bar = tqdm(total=c.steps, initial=self.step, disable=not fabric.is_global_zero, desc="train")
             log = self._open_run() if fabric.is_global_zero else None
@@ -232,7 +254,6 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-            _restore_signal_handlers(old)
             if log is not None:
                 log.close()
 
@@ -373,19 +394,16 @@ def _hold_run_dir(fabric: Fabric, run_dir: Path, *, resume: bool, overwrite: boo
     return lock
 
 
-def _install_signal_handlers(trainer: Trainer):
-    """SIGTERM/SIGINT finish the current step, save a checkpoint and stop (main thread only)."""
-    def handler(signum, frame):
-        trainer._stop_signal = signum
+def _fabric(fc: FabricConfig, run_dir: Path) -> Fabric:
+    """Fabric for ``fc``; its refusal of a flag (precision, accelerator, devices, strategy) is a
+    ConfigError naming the fields, raised here, before :meth:`Trainer.fit` touches the run folder."""
     try:
-        return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    except ValueError:  # not the main thread
-        return {}
-
-
-def _restore_signal_handlers(old) -> None:
-    for s, h in old.items():
-        signal.signal(s, h)
+        return Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy, num_nodes=fc.num_nodes,
+                      precision=fc.precision, loggers=fabric_loggers(run_dir))
+    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as e:
+        raise ConfigError(f"fabric.accelerator {fc.accelerator}, fabric.devices {fc.devices}, fabric.strategy "
+                          f"{fc.strategy}, fabric.num_nodes {fc.num_nodes}, fabric.precision {fc.precision}: {e}",
+                          "fabric") from None
 
 
 def rng_state() -> dict:

@@ -1,15 +1,21 @@
-"""What every training recipe shares: the flags, the embedded CPU demo settings and the run.
+"""The recipes' command line: every flag, the config field it sets, and the training run.
 
-Recipes parse argv; the library never does. A recipe builds its own RunConfig from its defaults
-and calls :func:`run`, which applies the component flags added by :func:`add_run_args`
-(``--basis``, ``--schedule``, ``--speed``, ``--parameterization``, ``--prior``, ``--model``, each
-a registered name or an import path ``package.module:Name`` with ``--<flag>-args '{JSON}'``;
-``--size``, ``--channels``; ``--config run.json``) through :func:`configure`, so every recipe
-takes them without code of its own.
+Recipes parse argv; the library never does. Each recipe builds its own :class:`RunConfig` from
+its own flags (declared with ``field=``, the config field they set) and calls :func:`train`,
+which applies the flags every recipe shares — naming, optimisation, devices, the components
+(``--basis``, ``--schedule``, ``--speed``, ``--parameterization``, ``--prior``, ``--model``,
+each a registered name or an import path ``package.module:Name`` with ``--<flag>-args
+'{JSON}'``), ``--config run.json`` — through :func:`configure`. :data:`FIELDS` maps config fields
+to flags, both ways: the library's messages name the field, ours the flag (:func:`as_flags`).
+
+Process state belongs here, not to the library: :func:`entry` (the recipes' ``__main__``) adds
+the working folder to ``sys.path`` so ``--basis mylab.bases:X`` finds ``mylab`` there, and
+prints a refused run as one line; :func:`train` sets the thread policy (threads.py) and turns
+SIGTERM/SIGINT into a checkpoint and a clean stop.
 """
 from __future__ import annotations
 
-import threads  # noqa: F401  first: its OMP_WAIT_POLICY must be set before torch loads OpenMP
+from threads import follow_load, set_threads  # first: its OMP_WAIT_POLICY is set before torch loads OpenMP
 import argparse
 import contextlib
 import copy
@@ -17,38 +23,35 @@ import inspect
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-# `--basis mylab.bases:PCABasis` finds mylab in the folder the command runs from, as `python -m`
-# would; appended, so it never shadows an installed module.
-sys.path.append(os.getcwd())
+from gendiff.bases import BASES
+from gendiff.data.lsun import LMDBError
+from gendiff.experiments.paper import DEMO_TRAIN
+from gendiff.figures import trajectory
+from gendiff.models import PRESETS as MODELS, UNetConfig
+from gendiff.parameterization import PARAMETERIZATIONS
+from gendiff.priors import PRIORS
+from gendiff.registry import import_object
+from gendiff.samplers import SAMPLERS
+from gendiff.schedules import SCHEDULES
+from gendiff.schedules.speed import SPEEDS
+from gendiff.training import CheckpointError, RunConfig, RunDirError, TrainConfig, Trainer, check_run_name
+from gendiff.training.config import ConfigError
+from gendiff.training.loading import imported_code
+from gendiff.training.run import Run, build_run, sample_run
+from gendiff.training.rundir import check_run_place
+from gendiff.training.trust import require_trust
 
-from gendiff.bases import BASES  # noqa: E402
-from gendiff.figures import trajectory  # noqa: E402
-from gendiff.models import PRESETS as MODELS, UNetConfig  # noqa: E402
-from gendiff.parameterization import PARAMETERIZATIONS  # noqa: E402
-from gendiff.priors import PRIORS  # noqa: E402
-from gendiff.registry import import_object  # noqa: E402
-from gendiff.schedules import SCHEDULES  # noqa: E402
-from gendiff.schedules.speed import SPEEDS  # noqa: E402
-from gendiff.samplers import SAMPLERS  # noqa: E402
-from gendiff.training import (CheckpointError, FabricConfig, RunConfig, RunDirError,  # noqa: E402
-                              TrainConfig, Trainer, check_run_name)
-from gendiff.data.lsun import LMDBError  # noqa: E402
-from threads import follow_load, set_threads  # noqa: E402,F401  (the recipes' thread policy)
-from gendiff.training.config import ConfigError  # noqa: E402
-from gendiff.training.loading import imported_code  # noqa: E402
-from gendiff.training.run import Run, build_run, sample_run  # noqa: E402
-from gendiff.training.trust import require_trust  # noqa: E402
-from gendiff.training.rundir import check_run_place  # noqa: E402
-from lightning_fabric import Fabric  # noqa: E402
-from lightning_fabric.utilities.exceptions import MisconfigurationException  # noqa: E402
+# Refusals printed as one line (exit 1); anything else keeps its traceback.
+REFUSALS = (ConfigError, RunDirError, CheckpointError, LMDBError)
 
 
 # ---- flag types: a bad value stops argparse (exit 2, usage shown) before anything is built ------
@@ -90,36 +93,6 @@ def run_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-@contextlib.contextmanager
-def flag_errors(flags: str):
-    """Turn a component's refusal of a recipe flag's value (ValueError/TypeError) into one line
-    naming the flags, for values whose valid range depends on another flag."""
-    try:
-        yield
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{flags}: {e}") from None
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """The recipe's docstring as written, and every flag's default in ``--help``."""
-
-    def _format_action(self, action):
-        if not action.help and action.option_strings and _shown(action.default):
-            action = copy.copy(action)
-            action.help = "(default: %(default)s)"  # argparse prints nothing for a flag without help
-        return super()._format_action(action)
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "%(default)" not in text and action.option_strings and _shown(action.default):
-            text += " (default: %(default)s)"
-        return text
-
-
-def _shown(default) -> bool:
-    return not (default is None or default is False or default is argparse.SUPPRESS)
-
-
 def json_object(text: str) -> dict:
     """An argparse type: a JSON object of keyword arguments, e.g. ``'{"patches": 4096}'``."""
     try:
@@ -136,8 +109,8 @@ def json_object(text: str) -> dict:
 
 
 def component(registry, kind: str):
-    """An argparse type: a name in ``registry`` or an import path it resolves (imported now, so a
-    typo or a module that is not on the path stops the run before any work)."""
+    """An argparse type: a name in ``registry`` or an import path it resolves (the user typed it,
+    so it is imported now: a typo or a module not on the path stops the run before any work)."""
     def parse(text: str) -> str:
         try:
             registry.resolve(text)
@@ -161,12 +134,115 @@ def network(text: str) -> str:
     return text
 
 
+# ---- flags <-> config fields ----------------------------------------------------------------------
+
+# Training and device flags (argparse dest) and the TrainConfig / FabricConfig field each sets.
+TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "ema_decay": "ema_decay",
+               "ckpt_every": "ckpt_every", "sample_every": "sample_every", "sample_steps": "sample_steps",
+               "seed": "seed", "num_workers": "num_workers", "sampler": "sampler", "sampler_args": "sampler_options"}
+FABRIC_FLAGS = ("accelerator", "devices", "strategy", "num_nodes", "precision")
 # (flag, registry, what) for every component flag; --model is handled by `network`.
 COMPONENTS = [("basis", BASES, "basis"), ("schedule", SCHEDULES, "schedule"), ("speed", SPEEDS, "blur speed"),
               ("parameterization", PARAMETERIZATIONS, "parameterization"), ("prior", PRIORS, "prior")]
 
 
-def add_component_args(p: argparse.ArgumentParser) -> None:
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+# Every config field a shared flag sets, and that flag: the one table both directions use.
+FIELDS = {**{f"train.{f}": _flag(d) for d, f in TRAIN_FLAGS.items()},
+          **{f"fabric.{f}": _flag(f) for f in FABRIC_FLAGS},
+          "data.spec": "--data", "data.size": "--size", "data.channels": "--channels", "name": "--name",
+          "out_dir": "--out", "basis": "--basis / --basis-args", "parameterization": "--parameterization / "
+          "--parameterization-args", "prior": "--prior / --prior-args", "model": "--model / --model-args",
+          "schedule": "--schedule / --schedule-args / --speed / --speed-args"}
+
+
+def as_flags(message: str) -> str:
+    """A library message with each dotted config field (``train.sample_steps``) named by its flag."""
+    for field_name in sorted((f for f in FIELDS if "." in f), key=len, reverse=True):
+        message = message.replace(field_name, FIELDS[field_name])
+    return message
+
+
+def flag_error(e: ConfigError, own: dict[str, str]) -> ConfigError:
+    """``e`` in the command line's words: dotted fields named by their flags, and a refused
+    component prefixed by the flags that set it (the recipe's own ``own``: flag -> field, too)."""
+    message, field_name = as_flags(str(e)), e.field or ""
+    part = field_name.split(".")[0]
+    whole = part in ("basis", "schedule", "parameterization", "prior", "model")  # any of its args
+    setters = [f for f, own_field in own.items() if own_field == field_name or (whole and own_field.startswith(part))]
+    setters += [FIELDS[part]] if whole else []
+    setters = [f for f in setters if f not in message]
+    return ConfigError(f"{', '.join(setters)}: {message}" if setters else message, e.field)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The recipe's docstring as written, and every flag's default in ``--help``."""
+
+    def _format_action(self, action):
+        if not action.help and action.option_strings and _shown(action.default):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"  # argparse prints nothing for a flag without help
+        return super()._format_action(action)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" not in text and action.option_strings and _shown(action.default):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _shown(default) -> bool:
+    return not (default is None or default is False or default is argparse.SUPPRESS)
+
+
+class RecipeParser(argparse.ArgumentParser):
+    """An argument parser that knows the config field of every recipe flag (``field=`` in
+    :meth:`add_argument`) and records which flags were given (``args.explicit``), which of those
+    are the recipe's own (``args.recipe_flags``: ``--config`` replaces the recipe's config, so
+    they cannot be combined with it), and the recipe's flag -> field map (``args.own_fields``)."""
+
+    def __init__(self, description: str | None = None, **kwargs):
+        super().__init__(description=description, formatter_class=HelpFormatter, **kwargs)
+        self.own_fields: dict[str, str] = {}
+        self.shared: set[str] = set()  # dests of the flags add_run_args adds
+
+    def add_argument(self, *names, field: str | None = None, **kwargs):
+        action = super().add_argument(*names, **kwargs)
+        if field is not None:
+            self.own_fields[action.option_strings[0]] = field
+        return action
+
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        ns.explicit = self._given(sys.argv[1:] if args is None else list(args))
+        ns.recipe_flags = sorted(ns.explicit - self.shared)
+        ns.own_fields = dict(self.own_fields)
+        if getattr(ns, "config", None) and ns.recipe_flags:  # before the recipe builds anything from them
+            self.error(_with_config(ns.config, ns.recipe_flags))
+        # A recipe reads args.model as a UNet preset; a custom network is applied by configure().
+        ns.network = None
+        if getattr(ns, "model", None) and ":" in ns.model and not isinstance(import_object(ns.model, "network"),
+                                                                              UNetConfig):
+            ns.network, ns.model = ns.model, None
+        return ns
+
+    def _given(self, argv: list[str]) -> set[str]:
+        """The dests of the flags on the command line (a second parse with no defaults)."""
+        saved = {a: a.default for a in self._actions}
+        try:
+            for a in self._actions:
+                a.default = argparse.SUPPRESS
+            given, _ = super().parse_known_args(argv)
+        finally:
+            for a, d in saved.items():
+                a.default = d
+        return set(vars(given)) - {"help"}
+
+
+def add_component_args(p: RecipeParser) -> None:
     """``--<component>`` and ``--<component>-args`` for each component, ``--size``, ``--channels``."""
     g = p.add_argument_group("components (a registered name or an import path package.module:Name; "
                              "default: the recipe's)")
@@ -190,20 +266,19 @@ def add_component_args(p: argparse.ArgumentParser) -> None:
                    help="run from this config.json (as a run writes it); flags given explicitly override it")
 
 
-def add_run_args(p: argparse.ArgumentParser, train: TrainConfig | None = None, name: str = "the recipe's",
+def add_run_args(p: RecipeParser, train: TrainConfig | None = None, name: str = "the recipe's",
                  shown: dict[str, str] | None = None) -> None:
-    """Flags for naming, optimisation, devices, resumption and the components (each checked as it
-    is parsed); ``--help`` shows every default.
+    """The flags every training recipe shares (each checked as it is parsed); ``--help`` shows
+    every default.
 
     Args:
-        train: the recipe's own training defaults (shown in ``--help``; default :data:`DEMO_TRAIN`).
+        train: the recipe's own training defaults (shown in ``--help``; default the demo's).
         name: the recipe's default run name, as ``--help`` shows it.
         shown: ``--help`` texts replacing a field's default (e.g. ``{"steps": "1500 on digits"}``).
     """
     train = train or DEMO_TRAIN
     shown = {f: str(getattr(train, f)) for f in ("steps", "batch_size", "lr", "ema_decay", "ckpt_every",
                                                  "sample_every", "sampler")} | (shown or {})
-    p.formatter_class = HelpFormatter
     before = set(p._option_string_actions)
     p.add_argument("--name", type=run_name, help=f"run name, the folder under --out (default: {name})")
     p.add_argument("--out", default="runs", help="folder that holds the run folders")
@@ -241,99 +316,19 @@ def add_run_args(p: argparse.ArgumentParser, train: TrainConfig | None = None, n
                    help="let --config (and the run --resume continues) import the custom components "
                         "(package.module:Name) its file names; only for files you trust")
     add_component_args(p)
-    common = {p._option_string_actions[o].dest for o in set(p._option_string_actions) - before} | {"data", "size"}
-    _track_explicit(p, common)
+    p.shared |= {p._option_string_actions[o].dest for o in set(p._option_string_actions) - before} | {"data", "size"}
 
 
-def _track_explicit(p: argparse.ArgumentParser, common: set[str]) -> None:
-    """Make ``p.parse_args`` also record which flags were given (``args.explicit``) and which of
-    those are the recipe's own (``args.recipe_flags``): ``--config`` lets only explicit flags
-    override the file. The parser is wrapped here so no recipe needs to change."""
-    parse = p.parse_args
-
-    def parse_args(argv=None, namespace=None):
-        args = parse(argv, namespace)
-        saved = {a: a.default for a in p._actions}
-        try:
-            for a in p._actions:
-                a.default = argparse.SUPPRESS
-            given, _ = p.parse_known_args(sys.argv[1:] if argv is None else list(argv))
-        finally:
-            for a, d in saved.items():
-                a.default = d
-        args.explicit = set(vars(given)) - {"help"}
-        args.recipe_flags = sorted(args.explicit - common)
-        if getattr(args, "config", None) and args.recipe_flags:  # before the recipe builds anything from them
-            p.error(_with_config(args.config, args.recipe_flags))
-        # A recipe reads args.model as a UNet preset; a custom network is applied by configure().
-        args.network = None
-        if args.model and ":" in args.model and not isinstance(import_object(args.model, "network"), UNetConfig):
-            args.network, args.model = args.model, None
-        return args
-
-    p.parse_args = parse_args
-
-
-def add_data_args(p: argparse.ArgumentParser, size: int) -> None:
+def add_data_args(p: RecipeParser, size: int) -> None:
     p.add_argument("--data", default="digits", help="embedded name (digits, photos, photos-gray) or a folder")
     p.add_argument("--size", type=int_at_least(1), default=size)
 
 
-def _clear_errors(kind, err, tb, _default=sys.excepthook) -> None:
-    """A refused run prints one line and exits 1; other errors keep their traceback."""
-    if issubclass(kind, (ConfigError, RunDirError, CheckpointError, LMDBError)):
-        print(f"error: {err}", file=sys.stderr)
-        return
-    _default(kind, err, tb)
-
-
-sys.excepthook = _clear_errors  # recipes only: the library never touches process state
-
-
-def data_channels(spec: str) -> int:
-    """1 for the grayscale embedded sets, else 3."""
-    return 1 if spec in ("digits", "photos-gray") else 3
-
-
-def model_dict(args, channels: int, default: str = "small") -> dict:
-    """The chosen UNet preset sized for ``--size`` and ``channels``, as a config dict (a custom
-    ``--model`` replaces it in :func:`configure`)."""
-    m = MODELS[args.model or default]
-    with flag_errors("--size, --model"):  # a UNetConfig checks that its sizes fit together
-        return asdict(replace(m, image_size=args.size, in_channels=channels, out_channels=channels))
-
-
-# The embedded CPU demo: sized so 2 cores finish in minutes (issue 5's measurements).
-DEMO_TRAIN = TrainConfig(steps=2000, batch_size=64, lr=1e-3, ema_decay=0.999, log_every=25,
-                         ckpt_every=500, sample_every=0, sample_n=64)
-
-
-def train_config(args, base: TrainConfig, only: set[str] | None = None) -> TrainConfig:
-    """``base`` with the command line's overrides (and ``--quick``'s shortening) applied; with
-    ``only``, just the flags named there (what --config lets override the file)."""
-    over = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema_decay,
-            "ckpt_every": args.ckpt_every, "sample_every": args.sample_every, "sample_steps": args.sample_steps,
-            "seed": args.seed, "num_workers": args.num_workers, "sampler": getattr(args, "sampler", None),
-            "sampler_options": getattr(args, "sampler_args", None)}
-    dest = {"sampler_options": "sampler_args"}  # field -> flag dest where they differ
-    t = replace(base, **{k: v for k, v in over.items() if v is not None and (only is None or dest.get(k, k) in only)})
-    if args.quick:
-        t = replace(t, steps=min(t.steps, 20), ckpt_every=10, sample_n=16, log_every=5)
-    return t
-
-
-def fabric_config(args, base: FabricConfig | None = None, only: set[str] | None = None) -> FabricConfig:
-    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    over = {"accelerator": args.accelerator, "devices": devices, "strategy": args.strategy,
-            "num_nodes": args.num_nodes, "precision": args.precision}
-    return replace(base or FabricConfig(), **{k: v for k, v in over.items() if only is None or k in only})
-
-
-# ---- the component flags and --config, applied to the recipe's own RunConfig -------------------
+# ---- the command line applied to the recipe's RunConfig -------------------------------------------
 
 def configure(config: RunConfig, args) -> RunConfig:
     """The run the command line asks for: the recipe's ``config`` (or ``--config``'s file, with
-    only the flags given explicitly applied) with every component flag applied.
+    only the flags given explicitly applied) with every shared flag applied.
 
     ``--basis NAME`` replaces the recipe's basis by ``{"name": NAME, "shape": [size, size],
     **basis_args}``; ``--basis-args`` alone updates the recipe's basis arguments; likewise for
@@ -342,31 +337,41 @@ def configure(config: RunConfig, args) -> RunConfig:
     the data) or a custom network (``{"name": path, **model_args}``). ``--size``/``--channels``
     resize the data, the basis and the UNet.
     """
-    if getattr(args, "config", None):
+    with_file = bool(getattr(args, "config", None))
+    if with_file:
         config = from_file(args.config, args)
-    given = _given(args)
-    size, channels = given.get("size"), given.get("channels")
-    data = replace(config.data, **{k: v for k, v in (("size", size), ("channels", channels)) if v is not None})
-    out = {"data": data}
+    given = _given(args, with_file)
+    train = {TRAIN_FLAGS[k]: v for k, v in given.items() if k in TRAIN_FLAGS}
+    t = replace(config.train, **train)
+    if args.quick:
+        t = replace(t, steps=min(t.steps, 20), ckpt_every=10, sample_n=16, log_every=5)
+    fabric = {k: (int(v) if k == "devices" and str(v).isdigit() else v) for k, v in given.items() if k in FABRIC_FLAGS}
+    data = replace(config.data, **{k: given[k] for k in ("size", "channels") if k in given})
+    if with_file and "data" in getattr(args, "explicit", set()):
+        data = replace(data, spec=args.data)
+    out = {"data": data, "train": t, "fabric": replace(config.fabric, **fabric), "name": given.get("name", config.name),
+           "out_dir": given.get("out", config.out_dir)}
     for kind in ("basis", "schedule", "parameterization", "prior"):
         out[kind] = _component(getattr(config, kind), given.get(kind), given.get(f"{kind}_args"),
                                {"shape": [data.size, data.size]} if kind == "basis" else {})
-    if size is not None and "shape" in out["basis"] and not given.get("basis"):
-        out["basis"]["shape"] = [size, size]
+    if "size" in given and "shape" in out["basis"] and not given.get("basis"):
+        out["basis"]["shape"] = [data.size, data.size]
     out["schedule"] = _speed(out["schedule"], given.get("speed"), given.get("speed_args"))
     try:
         out["model"] = _model(config.model, given, data)  # a UNetConfig checks its sizes here
-        return replace(config, **out)
     except (ValueError, TypeError, ImportError) as e:
-        raise ConfigError(f"the component flags do not make a valid run: {e}") from e
+        raise ConfigError(f"--size, --model: {e}", "model") from e
+    try:
+        return replace(config, **out)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"the flags do not make a valid run: {e}") from e
 
 
-def _given(args) -> dict:
-    """The component values to apply: every set value, or with --config only the explicit ones."""
-    keys = ["size", "channels", "model", "network", "model_args", "speed", "speed_args"]
-    keys += [k for kind, _, _ in COMPONENTS for k in (kind, f"{kind}_args")]
+def _given(args, with_file: bool) -> dict:
+    """The shared flags' values to apply: every value set, or with --config only the explicit ones."""
+    keys = ["name", "out", "size", "channels", "model", "network", "model_args", "speed", "speed_args",
+            *TRAIN_FLAGS, *FABRIC_FLAGS, *(k for kind, _, _ in COMPONENTS for k in (kind, f"{kind}_args"))]
     explicit = getattr(args, "explicit", None)
-    with_file = bool(getattr(args, "config", None))
     out = {}
     for k in keys:
         v = getattr(args, k, None)
@@ -417,18 +422,19 @@ def _model(current: dict, given: dict, data) -> dict:
 
 
 def _with_config(path: str, recipe_flags: list[str]) -> str:
-    return (f"--config {path}: {', '.join('--' + f.replace('_', '-') for f in recipe_flags)} cannot be combined "
+    return (f"--config {path}: {', '.join(_flag(f) for f in recipe_flags)} cannot be combined "
             "with --config (they shape the recipe's own config, which the file replaces); edit the file or use the "
             "component flags (--schedule-args '{...}', …)")
 
 
 def from_file(path: str, args) -> RunConfig:
-    """The run in ``path`` (a config.json) with the explicitly given general flags applied.
+    """The run in ``path`` (a config.json), trusted only with ``--trust-code`` when it names code.
 
-    The recipe's own flags (e.g. heat_dissipation's --K) shape the recipe's config, which the
-    file replaces; given with --config they are refused rather than silently ignored.
+    A run's own ``config.json`` (next to its checkpoint or metrics) is that run where it is now
+    (a folder copied or moved elsewhere is resumed there, not at the place recorded inside); any
+    other file is a new run at the place it records.
     """
-    if args.recipe_flags:
+    if getattr(args, "recipe_flags", None):  # args made without RecipeParser, which refuses them as it parses
         raise ConfigError(_with_config(path, args.recipe_flags))
     try:
         raw = json.loads(Path(path).read_text())
@@ -441,90 +447,69 @@ def from_file(path: str, args) -> RunConfig:
         base = RunConfig.from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"--config {path}: {e}") from None
-    only = args.explicit
-    name, out_dir = _run_place(Path(path), base)
-    over = {"name": args.name if "name" in only else name, "out_dir": args.out if "out" in only else out_dir,
-            "train": train_config(args, base.train, only), "fabric": fabric_config(args, base.fabric, only)}
-    if "data" in only:
-        over["data"] = replace(base.data, spec=args.data)
-    return replace(base, **over)
-
-
-def _run_place(path: Path, base: RunConfig) -> tuple[str, str]:
-    """(name, out_dir) of the run ``--config path`` names: the folder holding the file when it is
-    a run's own ``config.json`` (a run folder copied or moved elsewhere is resumed where it is now,
-    not at the place recorded inside), else the ones the file records (any other file name: a
-    config edited into a new run next to the old one is not that run)."""
+    path = Path(path)
     folder = path.parent if path.parent.name not in ("", ".", "..") else path.resolve().parent
     if path.name == "config.json" and any((folder / f).exists() for f in ("last.ckpt", "metrics.csv")):
-        return folder.name, str(folder.parent)
-    return base.name, base.out_dir
+        base = replace(base, name=folder.name, out_dir=str(folder.parent))
+    return base
 
+
+# ---- training ------------------------------------------------------------------------------------
 
 def check_run(config: RunConfig) -> Run:
-    """Build the run once, before any work, so a bad flag (a d_min of 0, a basis for other image
-    sizes, a data folder that is not there, a negative prior δ, a precision Fabric does not know,
-    an --out that is a file) fails here with the component named, before the run folder is
-    created, instead of deep in training. The trainer then uses what was built."""
-    try:  # flags are the user's own; files were asked (--config, --trust-code)
-        built = build_run(config, trust_code=True, check_dataset=True)
-    except ConfigError as e:
-        raise ConfigError(as_flags(str(e))) from e.__cause__
-    check_fabric(config.fabric)
+    """Build the run once, before any work, so a bad flag fails here, before the run folder is
+    created; the trainer then uses what was built. The flags are the user's own, and files were
+    asked about (``--config`` and ``--trust-code``), so custom components are trusted."""
+    built = build_run(config, trust_code=True, check_dataset=True)
     check_run_place(Path(config.out_dir) / config.name)
     return built
 
 
-# Config fields and the flags that set them: the library's messages name the field, ours the flag.
-FIELD_FLAGS = [("train.sampler / train.sample_steps / train.sampler_options", "--sampler / --sample-steps / "
-                "--sampler-args"), ("train.sampler", "--sampler"), ("train.sample_steps", "--sample-steps"),
-               ("data.spec", "--data"), ("data.channels", "--channels"), ("data.size", "--size")]
-
-
-def as_flags(message: str) -> str:
-    """A library message with each config field named by the flag that sets it."""
-    for field_name, flag in FIELD_FLAGS:
-        message = message.replace(field_name, flag)
-    return message
-
-
-def check_fabric(fc: FabricConfig) -> None:
-    """Let Fabric judge --accelerator/--devices/--strategy/--num-nodes/--precision in a dry
-    construction, so a bad value is refused before the run folder is touched (with --overwrite,
-    before the old run is moved aside)."""
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer):
+    """SIGTERM/SIGINT ask ``trainer`` to stop: it finishes the step, saves and returns."""
+    handler = lambda signum, frame: trainer.request_stop(signum)  # noqa: E731
     try:
-        Fabric(accelerator=fc.accelerator, devices=fc.devices, strategy=fc.strategy, num_nodes=fc.num_nodes,
-               precision=fc.precision)
-    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as e:
-        raise ConfigError(f"--accelerator {fc.accelerator} --devices {fc.devices} --strategy {fc.strategy} "
-                          f"--num-nodes {fc.num_nodes} --precision {fc.precision}: {e}") from None
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread: no handlers to set
+        old = {}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
-def run(config: RunConfig, args, full_size_hint: str | None = None) -> Path | None:
-    """Train (resuming if asked), then draw the trajectory and the sample grid; print where all went.
+@contextlib.contextmanager
+def flags_named(args):
+    """A ConfigError raised inside, in the command line's words (:func:`flag_error`)."""
+    try:
+        yield
+    except ConfigError as e:
+        raise flag_error(e, getattr(args, "own_fields", {})) from e.__cause__
 
-    ``config`` is the recipe's run; the component flags and ``--config`` are applied to it
-    first (:func:`configure`). Before any work: the torch thread count is set on CPU
-    (:func:`set_threads`; while training, ``threads.follow_load`` gives a thread back when other
-    processes take a core) and the run is built and checked (:func:`check_run`); then the
-    trainer, the one owner of the run folder, locks and claims it (an existing run needs --resume
-    or --overwrite; --resume needs a checkpoint) and draws the end figures while it holds it.
+
+def train(build: Callable[..., RunConfig], args, full_size_hint: str | None = None) -> Path | None:
+    """Train the recipe's run ``build(args)`` with the command line applied (:func:`configure`),
+    then draw the trajectory and the sample grid and print where everything went.
+
+    Before any work the thread count is set on CPU (threads.py; ``follow_load`` then gives a
+    thread back when other processes take a core) and the run is built and checked
+    (:func:`check_run`; the trainer's Fabric judges the device flags); then the trainer, the one
+    owner of the run folder, locks and claims it and draws the end figures while it holds it.
     """
-    config = configure(config, args)
-    accelerator = config.fabric.accelerator
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu:
-        set_threads(getattr(args, "threads", None))
-    return _train(check_run(config), args, full_size_hint)
-
-
-def _train(built: Run, args, full_size_hint: str | None) -> Path | None:
-    figures = not getattr(args, "no_figures", False)
-    trainer = Trainer(built, figures=figures, overwrite=getattr(args, "overwrite", False))
+    with flags_named(args):
+        config = configure(build(args), args)
+        accelerator = config.fabric.accelerator
+        if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+            set_threads(args.threads)
+        figures = not args.no_figures
+        trainer = Trainer(check_run(config), figures=figures, overwrite=args.overwrite)  # Fabric judges its flags
     trainer.setup()  # fit() would too; the thread policy hooks the optimizer it makes
-    follow_load(trainer.optimizer, getattr(args, "threads", None), trainer.fabric.device.type == "cpu")
+    follow_load(trainer.optimizer, args.threads, trainer.fabric.device.type == "cpu")
     t0 = time.time()
-    ckpt = trainer.fit(resume=args.resume, finish=_end_figures if figures else None)
+    with stop_on_signals(trainer):
+        ckpt = trainer.fit(resume=args.resume, finish=end_figures if figures else None)
     if trainer.interrupted:
         raise SystemExit(f"stopped by a signal at step {trainer.step}; checkpoint {ckpt}; continue with: "
                          f"python {sys.argv[0]} {' '.join(a for a in sys.argv[1:] if a != '--resume')} --resume")
@@ -535,7 +520,8 @@ def _train(built: Run, args, full_size_hint: str | None) -> Path | None:
     return trainer.run_dir
 
 
-def _end_figures(trainer: Trainer) -> None:
+def end_figures(trainer: Trainer) -> None:
+    """trajectory.png (x̂_0 along the reverse process) and samples.png, from the EMA network."""
     config = trainer.config
     print(f"sampling the figures with {config.train.sampler} …")
     g = torch.Generator(trainer.fabric.device).manual_seed(config.train.seed)
@@ -561,3 +547,26 @@ def report(run_dir: Path, ckpt: Path, full_size_hint: str | None, figures: bool 
     print(f"\nmore samples: python recipes/sample.py --ckpt {ckpt} --n 64{' --trust-code' if trust_code else ''}")
     if full_size_hint:
         print(full_size_hint)
+
+
+@contextlib.contextmanager
+def refusals(**flags: str):
+    """A library refusal (ConfigError, or RunDirError for a folder in use) as ``SystemExit("error:
+    <flag>: …")``, its ``field`` named by the flag in ``flags`` (field -> flag) or :data:`FIELDS`."""
+    try:
+        yield
+    except (ConfigError, RunDirError) as e:
+        field_name = getattr(e, "field", None)
+        flag = flags.get(field_name or "", FIELDS.get(field_name or ""))
+        raise SystemExit(f"error: {flag + ': ' if flag else ''}{as_flags(str(e))}") from None
+
+
+def entry(main) -> None:
+    """Run a recipe's ``main()`` as a command: the working folder on ``sys.path`` (after
+    everything else, so it never shadows an installed module), a refused run as one line."""
+    sys.path.append(os.getcwd())
+    try:
+        main()
+    except REFUSALS as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
