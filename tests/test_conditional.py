@@ -319,7 +319,7 @@ def test_conditional_run_trains_checkpoints_resumes_bitwise_and_samples_a_class(
     assert calls and all(torch.equal(c, torch.tensor([7, 7, 7, -1, -1, -1])) for c in calls)
     x3 = sample_run(run, 3, classes=3, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(x3, x7)
-    assert torch.equal(run.labels(12), torch.arange(12) % 10)
+    assert torch.equal(run.labels(20), torch.arange(10).repeat_interleave(2))  # a grid row per class
     with pytest.raises(ValueError, match="classes must be in 0..9"):
         run.labels(2, 10)
 
@@ -344,3 +344,43 @@ def test_cond_config_is_checked_and_a_changed_p_uncond_is_not_resumed(tmp_path):
     photos = replace(cfg, data=replace(cfg.data, spec="photos-gray"))
     with pytest.raises(ConfigError, match="no class labels"):
         Trainer(photos, figures=False).setup()
+
+
+def test_command_line_trains_a_conditional_run_and_samples_a_class_in_a_fresh_process(tmp_path):
+    """`lsun_blur.py --cond classes --guidance 2.0`, then `sample.py --class 7` in another process:
+    its PNGs are the library's samples of class 7 with the run's guidance (8-bit, ±1 level)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    import numpy as np
+    from PIL import Image
+    from gendiff.training import open_run, sample_run
+    from gendiff.training.run import run_sampling
+    from gendiff.value_range import map_range
+    root = Path(__file__).resolve().parents[1]
+
+    def recipe(*args):
+        out = subprocess.run([sys.executable, *args, "--threads", "1"], cwd=root, capture_output=True, text=True,
+                             timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out
+    recipe("recipes/lsun_blur.py", "--cond", "classes", "--guidance", "2.0", "--p-uncond", "0.2", "--quick",
+           "--steps", "4", "--model", "tiny", "--no-figures", "--name", "c", "--out", str(tmp_path))
+    ckpt = tmp_path / "c" / "last.ckpt"
+    run = open_run(ckpt)
+    assert (run.config.cond.kind, run.config.cond.num_classes, run.config.cond.p_uncond) == ("classes", 10, 0.2)
+    assert run.config.model["num_classes"] == 10 and run.config.cond.guidance == 2.0
+    recipe("recipes/sample.py", "--ckpt", str(ckpt), "--class", "7", "--n", "3", "--steps", "3", "--out",
+           str(tmp_path / "s7"))
+    # grey images saved as RGB: one channel
+    got = np.stack([np.asarray(Image.open(tmp_path / "s7" / f"{k:06d}.png"))[..., 0] for k in range(3)]).astype(int)
+    sampling = run_sampling(run.config, steps=3)
+    want = sample_run(run, 3, sampling, classes=7, generator=torch.Generator().manual_seed(0))
+    want = (map_range(want, run.config.data.value_range, clamp=True) * 255).round().numpy().astype(int)
+    assert np.abs(got - want[:, 0]).max() <= 1
+    other = sample_run(run, 3, sampling, classes=3, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(other, sample_run(run, 3, sampling, classes=7, generator=torch.Generator().manual_seed(0)))
+    refused = subprocess.run([sys.executable, "recipes/sample.py", "--ckpt", str(ckpt), "--class", "10", "--n", "1"],
+                             cwd=root, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "--class" in refused.stderr + refused.stdout

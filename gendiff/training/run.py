@@ -107,13 +107,14 @@ class Run:
 
     def labels(self, n: int, classes=None) -> Tensor | None:
         """The class labels of ``n`` samples: ``classes`` (an int or one per sample), by default
-        0, 1, …, num_classes − 1 in turn; None for an unconditional run (which refuses classes)."""
+        every class in equal consecutive blocks (n = k·num_classes: a grid of k columns has one
+        row per class); None for an unconditional run (which refuses classes)."""
         c = self.config.cond
         if c.kind != "classes":
             if classes is not None:
                 raise ValueError(f"run {self.config.name!r} is unconditional (cond.kind 'none'): it takes no class")
             return None
-        labels = torch.arange(n) % c.num_classes if classes is None else \
+        labels = torch.arange(n) * c.num_classes // max(n, 1) if classes is None else \
             torch.as_tensor(classes, dtype=torch.long).expand(n).clone()
         if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < c.num_classes):
             raise ValueError(f"classes must be in 0..{c.num_classes - 1} (run {self.config.name!r}), "

@@ -1,6 +1,7 @@
 """The Lightning Fabric trainer: one loop for CPU, one GPU, DDP and bf16, resumable exactly."""
 from __future__ import annotations
 
+import math
 import random
 import sys
 from pathlib import Path
@@ -302,10 +303,15 @@ class Trainer:
                           device=self.fabric.device)
 
     def sample_grid(self, n: int | None = None, path: Path | None = None) -> Path | None:
-        """EMA samples with the configured sampler, as ``samples.png`` (rank 0 only)."""
+        """EMA samples with the configured sampler, as ``samples.png`` (rank 0 only); a
+        class-conditional run's grid has one row per class (``n`` rounded up to fill the rows)."""
         if not self.fabric.is_global_zero:
             return None
-        return save_grid(self._samples(n), path or self.run_dir / "samples.png", self.config.data.value_range)
+        n, rows = n or self.config.train.sample_n, self.config.cond.num_classes
+        if rows:
+            n = rows * math.ceil(n / rows)
+        return save_grid(self._samples(n), path or self.run_dir / "samples.png", self.config.data.value_range,
+                         nrow=n // rows if rows else None)
 
 
 def any_rank(fabric: Fabric, flag: bool) -> bool:
