@@ -60,7 +60,9 @@ def check_condition(cond: Condition, batch: int, device) -> Tensor | None:
 
 def null_condition(cond: Tensor) -> Tensor:
     """The unconditional branch's condition: label −1 for class labels, zeros for other tensors."""
-    return torch.zeros_like(cond) if cond.is_floating_point() or cond.is_complex() else torch.full_like(cond, NULL_CLASS)
+    if cond.is_floating_point() or cond.is_complex():
+        return torch.zeros_like(cond)
+    return torch.full_like(cond, NULL_CLASS)
 
 
 def drop_condition(cond: Tensor, p_uncond: float, generator: Generators = None) -> Tensor:

@@ -433,7 +433,8 @@ def _cond(current: CondConfig, given: dict, data) -> CondConfig:
     kind = flags.pop("kind", current.kind)
     if kind == "none":
         if flags:
-            raise ConfigError(f"{', '.join(_flag(k) for k in given if k in COND_FLAGS)} need --cond classes", "cond.kind")
+            flags_given = ", ".join(_flag(k) for k in given if k in COND_FLAGS)
+            raise ConfigError(f"{flags_given} need --cond classes", "cond.kind")
         return CondConfig()
     if "num_classes" not in flags and current.kind != "classes":
         try:
