@@ -204,7 +204,7 @@ def print_kl(args):
             hits = [(r[3], r[1], r[2]) for r in scan_rows if r[0] == sname and isinstance(r[3], int)]
             best = min(hits) if hits else None
             verdict = (f"**met** — {best[1]} on the {best[2]} grid at {best[0]} NFE" if best and best[0] <= GOAL_NFE
-                       else f"**not met** — " + (f"best {best[1]} on the {best[2]} grid at {best[0]} NFE" if best
+                       else "**not met** — " + (f"best {best[1]} on the {best[2]} grid at {best[0]} NFE" if best
                                                  else f"no sampler × grid within {SCAN_NFE[-1]} NFE"))
             print(f"- Goal (≤ {GOAL_NFE} NFE reach reverse@1000's KL {refs[sname]:.3g} on {sname}): {verdict}.")
         print()

@@ -742,8 +742,13 @@ def test_run_folder_rules(tmp_path):
         claim_run_dir(run, resume=False)
     (run / "last.ckpt").write_bytes(b"x")
     assert claim_run_dir(run, resume=True) == run / "last.ckpt"
-    assert claim_run_dir(run, resume=False, overwrite=True) is None
-    assert not (run / "last.ckpt").exists() and not (run / "config.json").exists()
+    assert claim_run_dir(run, resume=False, overwrite=True) is None  # allowed; it moves nothing itself
+    assert (run / "last.ckpt").exists() and (run / "config.json").exists()
+    lock = hold_run_dir(run, overwrite=True)  # the trainer's claim moves the old run aside
+    try:
+        assert not (run / "last.ckpt").exists() and (lock.backup / "last.ckpt").read_bytes() == b"x"
+    finally:
+        lock.release()
 
 
 @pytest.mark.parametrize("name", ["", "  ", "../../escape", "a/b", "..", ".", "a\\b"])

@@ -13,7 +13,7 @@ from gendiff import GaussianBlurBasis
 from gendiff.models import PRESETS
 from gendiff.schedules import VPBlurSchedule
 from gendiff.training import (CheckpointError, DataConfig, FabricConfig, RunConfig, RunDirError, RunLock,
-                              TrainConfig, Trainer, load_run)
+                              TrainConfig, Trainer, build_diffusion, build_run, load_run)
 from gendiff.training.checkpoint import _write_atomic, load_checkpoint
 from gendiff.files import SAMPLES_MANIFEST
 from gendiff.training.samples import read_manifest
@@ -74,6 +74,19 @@ def test_code_named_in_a_checkpoint_is_refused_before_any_import(tmp_path, marke
         load_run(ckpt)
     assert not marker_module.exists()
     assert isinstance(UntrustedCodeError("x"), CheckpointError) and isinstance(UntrustedCodeError("x"), ConfigError)
+
+
+@pytest.mark.parametrize("field", ["basis", "schedule", "noise", "speed", "parameterization", "sampler"])
+def test_the_public_build_functions_ask_for_trust_too(tmp_path, marker_module, field):
+    """build_run and build_diffusion (the library's two ways to build a config) refuse import
+    paths unless trust_code=True, like load_run: a config read from anywhere is safe to pass."""
+    d = run_dict(tmp_path)
+    FIELDS[field](d, "gdmarker_ok:X")
+    config = RunConfig.from_dict(d)
+    for build in (build_run, build_diffusion):
+        with pytest.raises(UntrustedCodeError, match=r"names code to import: \['gdmarker_ok:X'\]"):
+            build(config)
+    assert not marker_module.exists()
 
 
 @pytest.mark.parametrize("field", sorted(FIELDS))
@@ -412,7 +425,6 @@ def test_resume_with_another_learning_rate_is_refused(tmp_path):
 
 def test_sample_defaults_to_the_runs_own_sampling_and_believes_only_its_own_manifest_names(
         tiny_ckpt, tmp_path, capsys, recipes_importable):
-    import sample
     out = sample_main("--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "s"))
     assert "(dpm++2m, 2 network evaluations each)" in capsys.readouterr().out  # the run's sample_steps=2
     (tmp_path / "keep.txt").write_text("mine")

@@ -73,10 +73,14 @@ def network_config(model: nn.Module) -> dict[str, Any]:
     return {"name": import_path(type(model), "network"), **dict(args)}
 
 
-def build_diffusion(config: RunConfig) -> Diffusion:
+def build_diffusion(config: RunConfig, trust_code: bool = False) -> Diffusion:
     """The run's diffusion alone (:func:`~gendiff.training.run.build_run` builds the whole run); its
-    sampler, grid budget and sampler options are checked against it, the first place N is known."""
+    sampler, grid budget and sampler options are checked against it, the first place N is known.
+    Custom components named by import path are imported only with ``trust_code`` (as build_run)."""
     from .run import _check_sampling, _diffusion, sampling_config
+    parts = config.to_dict()
+    require_trust({k: parts[k] for k in ("basis", "schedule", "parameterization", "train")},
+                  f"run {config.name!r}", trust_code)
     diffusion, d = _diffusion(config), config.data
     _check_sampling(sampling_config(config), diffusion, (d.channels, d.size, d.size))
     return diffusion
