@@ -17,6 +17,7 @@ from gendiff.bases import OrthoBasis
 from gendiff.checks import (call_model, check_step_count, check_data, check_finite,
                             check_shape, check_step_range, check_steps)
 from gendiff.coefficients import Coefficients
+from gendiff.guidance import Branches, Condition, Guidance, branches, check_condition, conditioned, drop_condition
 from gendiff.parameterization import EpsPrediction, Parameterization, Prediction
 from gendiff.precision import caller_autocast, full_precision
 from gendiff.priors import natural_prior
@@ -146,15 +147,19 @@ class Diffusion:
             eps_bar = self.to_basis(noise.to(x0))
         return self.from_basis(a * self.to_basis(x0) + s * eps_bar), noise
 
-    def loss(self, model: Model, x0: Tensor, *, i: Tensor | None = None,
-             generator: Generators = None) -> Tensor:
+    def loss(self, model: Model, x0: Tensor, *, i: Tensor | None = None, cond: Condition = None,
+             p_uncond: float = 0.0, generator: Generators = None) -> Tensor:
         """The parameterization's training loss (Eq. 18 by default), a scalar.
 
         Args:
-            model: ``model(x_i, i)`` in pixel space.
+            model: ``model(x_i, i)`` in pixel space, or ``model(x_i, i, cond)`` with ``cond``.
             x0: a non-empty data batch.
             i: steps to use (1..N); default uniform on 1..``last_train_step``.
-            generator: for the steps and the noise.
+            cond: the condition, one row per example (class labels, LongTensor (B,), or any
+                tensor); None trains the unconditional network (``gendiff.guidance``).
+            p_uncond: each row's condition is replaced by the null condition with this
+                probability, drawn after the steps with ``generator`` (classifier-free guidance).
+            generator: for the steps, the dropped conditions and the noise.
         """
         check_data(x0, self.basis)
         if x0.shape[0] == 0:
@@ -164,12 +169,16 @@ class Diffusion:
         if i is None:
             i = randint(1, self.last_train_step + 1, x0.shape[0], generator, x0.device)
         i = check_steps(i, x0, self.N, 1, "loss")
+        cond = check_condition(cond, x0.shape[0], x0.device)
+        if cond is None and p_uncond:
+            raise ValueError("p_uncond drops a condition: pass cond= (class labels or a tensor) with it")
+        net = conditioned(model, None if cond is None else drop_condition(cond, p_uncond, generator))
         amp = caller_autocast(x0.device)
 
         def checked(x: Tensor, steps: Tensor) -> Tensor:
             with amp():  # only the network runs under the caller's autocast
                 # a diverging network shows as a non-finite loss, which the trainer stops on
-                return call_model(model, x, steps, finite=False)
+                return call_model(net, x, steps, finite=False)
 
         with full_precision(x0.device):
             return self.parameterization.loss(self, checked, x0, i, generator=generator)
@@ -213,12 +222,12 @@ class Diffusion:
                generator: Generators = None, callback: Callable | None = None,
                progress: bool = True, prior: Callable | None = None,
                clip_x0: tuple[float, float] | None = None, dtype: torch.dtype = torch.float32,
-               device=None, **sampler_kwargs) -> Tensor:
+               device=None, cond: Condition = None, guidance: Guidance = None, **sampler_kwargs) -> Tensor:
         """Draw samples x_0 (pixel space) by running ``sampler`` from the prior.
 
         Args:
             model: ``model(x_i, i)`` (ε̂ for the default parameterization), x_i (B, *event),
-                i LongTensor (B,).
+                i LongTensor (B,); ``model(x_i, i, cond)`` when ``cond`` is given.
             shape: (B, *event), e.g. (B, C, H, W); ``basis.event_shape(C)`` gives the event.
             sampler: ``"reverse"`` (Eq. 20 on all steps; ``quiet_steps=`` final steps without
                 noise), ``"ancestral"``, ``"ddim"`` (``eta=``), ``"dpm++2m"`` (the fast default)
@@ -238,6 +247,13 @@ class Diffusion:
                 round trip per step, and it biases the exact answers (docs/math.md).
             dtype, device: of the samples (default float32 on the generator's or CPU device);
                 float16/bfloat16 warn with their measured cost.
+            cond: the condition, one row per sample (class labels, LongTensor (B,), an int for
+                the whole batch, or any tensor); None samples the unconditional network.
+            guidance: classifier-free guidance weight w (Eq. G1, docs/math.md): None or 1 the
+                conditional model, 0 the unconditional one, else one batched network call on
+                both branches per step, combined per basis coordinate. A number, a tensor of
+                the coefficient shape (C, H, W) or a rule ``rule(a_i, s_i) -> w`` such as
+                :class:`gendiff.guidance.SNRGate`.
         """
         spec = self._sampler(sampler)
         grid = self.grid(sampler, steps, timesteps, start)
@@ -248,7 +264,8 @@ class Diffusion:
         check_sampling(self, grid, clip_x0, dtype)
         prior = natural_prior(self.schedule) if prior is None else prior
         coef = self.coefficients(device, dtype)
-        denoise = denoiser(self, model, shape[0], coef, clip_x0)
+        net = branches(model, cond, guidance, shape[0], device, shape[1:])
+        denoise = denoiser(self, net, shape[0], coef, clip_x0)
         cb = None if callback is None else (lambda d: callback(
             {"i": d["i"], "x": self.from_basis(d["x"]), "x0": self.from_basis(d["x0"])}))
         with full_precision(device):
@@ -258,7 +275,8 @@ class Diffusion:
             return self.from_basis(x)
 
     def nll(self, model: Model, x0: Tensor, **kwargs):
-        """The variational bound in bits/dim (docs/math.md, "Likelihood"); see gendiff.likelihood.nll."""
+        """The variational bound in bits/dim (docs/math.md, "Likelihood"); see gendiff.likelihood.nll
+        (``cond=`` for a conditional network)."""
         from gendiff.likelihood import nll  # imported here: the engine does not depend on it
         return nll(self, model, x0, **kwargs)
 
@@ -266,17 +284,19 @@ class Diffusion:
         return f"Diffusion({self.basis!r}, {type(self.schedule).__name__}(N={self.N}))"
 
 
-def denoiser(d: Diffusion, model: Model, batch: int, coef: Coefficients,
+def denoiser(d: Diffusion, net: Branches, batch: int, coef: Coefficients,
              clip_x0) -> Callable[[Tensor, int], Prediction]:
-    """``denoise(x̄, i) -> Prediction``: one inverse, the network (under the caller's autocast), one forward."""
+    """``denoise(x̄, i) -> Prediction``: one inverse, the network (under the caller's autocast; one
+    call for both branches of a guided model), one forward, the guided combination (Eq. G1)."""
     amp = caller_autocast(coef.rates.device)
     clip = None if clip_x0 is None else (lambda x0: d.to_basis(d.from_basis(x0).clamp(*clip_x0)))
 
     def denoise(x_bar: Tensor, i: int) -> Prediction:
         i_b = torch.full((batch,), i, dtype=torch.long, device=x_bar.device)
+        x, steps = net.inputs(d.from_basis(x_bar), i_b)
         with amp():
-            out = call_model(model, d.from_basis(x_bar), i_b, d.check_finite)
-        pred = d.parameterization.predict(d.to_basis(out), x_bar, i, coef)
+            out = call_model(net.net, x, steps, d.check_finite)
+        pred = d.parameterization.predict(net.combine(d.to_basis(out), coef, i), x_bar, i, coef)
         pred.clip = clip
         return pred
     return denoise

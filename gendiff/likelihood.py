@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from gendiff.checks import call_model, check_data
+from gendiff.guidance import Condition, check_condition, conditioned
 from gendiff.parameterization import Prediction
 from gendiff.randomness import check_generator
 
@@ -304,14 +305,15 @@ def nll(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, mea
     Args:
         diffusion: a ``Diffusion`` with a Gaussian-prior (VP-type) schedule; others are refused.
             Its parameterization reads the network's output (ε̂, a residual mean, …).
-        model: ``model(x_i, i)`` in pixel space (eval mode is the caller's business).
+        model: ``model(x_i, i)`` in pixel space (eval mode is the caller's business), or
+            ``model(x_i, i, cond)`` with ``cond``.
         x0: held-out data (B, C, H, W) in ``value_range``.
         mean: the reverse model's mean: ``"posterior"`` (default), the posterior mean of
             q(x̄_{i−1} | x̄_i, x̂̄_0) with the network's prediction, formed without dividing by
             a_i; or ``"reverse"``, Eq. 19–20's (2 − r_i) x̄_i − (σ_i²/s_i) ε̂̄, which is wrong even
             with the exact ε where one step blurs a coordinate strongly (docs/math.md).
-        kwargs: ``steps``, ``proposal``, ``variance``, ``decoder``, ``value_range``, ``bits``,
-            ``batch_size``, ``generator``, ``progress``, as in :func:`bounds`.
+        kwargs: ``cond``, ``steps``, ``proposal``, ``variance``, ``decoder``, ``value_range``,
+            ``bits``, ``batch_size``, ``generator``, ``progress``, as in :func:`bounds`.
     """
     return bounds(diffusion, model, x0, means=(mean,), **kwargs)[mean]
 
@@ -321,7 +323,7 @@ def bounds(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, 
            steps: None | str | int = None, proposal: str | Tensor = "snr", variance: str = "transition",
            decoder: str = "discrete", value_range: tuple[float, float] = (-1.0, 1.0), bits: int = 8,
            batch_size: int = 256, generator: torch.Generator | None = None,
-           progress: bool = True) -> dict[str, NLL]:
+           progress: bool = True, cond: Condition = None) -> dict[str, NLL]:
     """The bound for each reverse mean in ``means``, from the same network calls, images, noise
     and steps: their per-image difference is exact, not an estimate of two estimates.
 
@@ -340,6 +342,8 @@ def bounds(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, 
         batch_size: images per network call (a positive int).
         generator: for the forward noise and the step draws (CPU or x0's device).
         progress: show a progress bar.
+        cond: the condition of each image (class labels or a tensor, one row per image): the
+            bound of the conditional model p(x_0 | cond); None for an unconditional network.
     Returns:
         ``{mean: NLL}``.
     """
@@ -347,6 +351,8 @@ def bounds(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, 
         steps = None
     means = tuple(means) if not isinstance(means, str) else means
     _check_args(diffusion, x0, steps, means, variance, decoder, value_range, bits, batch_size, generator)
+    cond = check_condition(cond, len(x0), x0.device)
+    conds = [None] * math.ceil(len(x0) / batch_size) if cond is None else cond.split(batch_size)
     if diffusion.last_train_step < diffusion.N:
         warnings.warn(f"the bound sums over steps 2..N={diffusion.N}, but the model was trained on "
                       f"1..{diffusion.last_train_step}: the terms above it score steps the model never saw",
@@ -357,14 +363,15 @@ def bounds(diffusion, model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *, 
     n_steps = (diffusion.N - 1 if steps is None else steps) if diffusion.N > 1 else 0
     terms = {m: [] for m in means}
     with tqdm(total=n_steps * math.ceil(len(x0) / batch_size), desc="nll", disable=not progress) as bar:
-        for x in x0.split(batch_size):
+        for x, c in zip(x0.split(batch_size), conds):
+            net = conditioned(model, c)
             x0_bar = diffusion.basis.forward(x.to(torch.float64))
             pixel_noise = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
             noise1 = diffusion.basis.forward(pixel_noise)
             zero = torch.zeros(len(x), dtype=torch.float64)
-            kl = (_diffusion_terms(diffusion, model, x0_bar, steps, probs, variance, x.dtype, generator, bar, means)
+            kl = (_diffusion_terms(diffusion, net, x0_bar, steps, probs, variance, x.dtype, generator, bar, means)
                   if n_steps else {m: zero for m in means})
-            dec = decoder_nll(diffusion, model, x, x0_bar, noise1, decoder, value_range, bits, means)
+            dec = decoder_nll(diffusion, net, x, x0_bar, noise1, decoder, value_range, bits, means)
             prior = prior_kl(diffusion, x0_bar).cpu()
             for m in means:
                 terms[m].append(torch.stack([prior, kl[m], dec[m].cpu()], 1))

@@ -19,14 +19,50 @@ from torch import Tensor
 from gendiff.coefficients import SNR_FLOOR
 
 
-def oracle_model(diffusion, lam: Tensor):
-    """``model(x_i, i) -> ε̂`` (pixel space) exact for data N(0, U diag(λ) Uᵀ)."""
+def oracle_model(diffusion, lam: Tensor, mean: Tensor | None = None):
+    """``model(x_i, i) -> ε̂`` (pixel space) exact for data N(Uμ, U diag(λ) Uᵀ), ``mean`` μ in
+    coefficient space (default 0): ε̂̄ = s (x̄ − aμ) / (a²λ + s²)."""
     def model(x: Tensor, i: Tensor) -> Tensor:
         if i.numel() > 1 and bool((i == i[0]).all()):
             i = i[:1]  # a sampler's whole batch is at one step: one (1, *coef) marginal, broadcast
         a, s = diffusion.marginal(i)
         k = (s / (a ** 2 * lam + s ** 2)).to(x.dtype)
-        return diffusion.from_basis(k * diffusion.to_basis(x))
+        x_bar = diffusion.to_basis(x)
+        if mean is not None:
+            x_bar = x_bar - (a * mean).to(x.dtype)
+        return diffusion.from_basis(k * x_bar)
+    return model
+
+
+def mixture_model(diffusion, means: Tensor, lams: Tensor, weights: Tensor | None = None):
+    """``model(x_i, i, cond=None) -> ε̂`` (pixel space) exact for a class-conditional Gaussian
+    mixture diagonal in the basis: class k is N(Uμ_k, U diag(λ_k) Uᵀ) with prior weight π_k.
+
+    A row labelled k ≥ 0 gets class k's exact ε̂̄_k = s (x̄ − aμ_k)/(a²λ_k + s²); a row labelled
+    −1 (the null class) or ``cond=None`` the mixture's exact ε̂̄ = Σ_k p(k | x̄_i) ε̂̄_k, with
+    p(k | x̄_i) ∝ π_k N(x̄_i; aμ_k, a²λ_k + s²).
+
+    Args:
+        means, lams: (K, C, H, W) (or broadcastable) per-class means and variances, coefficient space.
+        weights: (K,) class priors π (default uniform).
+    """
+    means, lams = means.to(torch.float64), lams.to(torch.float64)
+    K = means.shape[0]
+    log_pi = torch.full((K,), -math.log(K), dtype=torch.float64) if weights is None else \
+        torch.as_tensor(weights, dtype=torch.float64).log()
+
+    def model(x: Tensor, i: Tensor, cond: Tensor | None = None) -> Tensor:
+        a, s = diffusion.marginal(i)                        # (B, 1, H, W)
+        dev = diffusion.to_basis(x).to(torch.float64) - a * means[:, None]  # (K, B, C, H, W)
+        var = a ** 2 * lams[:, None] + s ** 2
+        eps = s * dev / var
+        log_p = log_pi.to(x.device)[:, None] - 0.5 * (dev ** 2 / var + torch.log(2 * math.pi * var)).flatten(2).sum(2)
+        post = torch.softmax(log_p, 0).view(K, -1, *[1] * (x.dim() - 1))
+        out = (post * eps).sum(0)
+        if cond is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            out = torch.where((cond >= 0).view(-1, *[1] * (x.dim() - 1)), eps[cond.clamp_min(0), rows], out)
+        return diffusion.from_basis(out.to(x.dtype))
     return model
 
 

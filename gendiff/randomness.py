@@ -3,7 +3,7 @@
 A list of B generators (diffusers' convention) draws sample k's noise from generator k alone,
 so sample k is the same whatever the batch it is drawn in: a batch of 4 seeded [0, 1, 2, 3]
 holds the sample that a batch of 1 seeded [2] gives. Every random draw of the engine, the
-priors and the samplers goes through :func:`randn` and :func:`randint`.
+priors and the samplers goes through :func:`randn`, :func:`randint` and :func:`rand`.
 """
 from __future__ import annotations
 
@@ -69,3 +69,10 @@ def check_generator(generator: Generators, device: torch.device, batch: int | No
         if g.device.type != device.type:
             raise ValueError(f"generator is on {g.device} but the data are on {device}; "
                              f"use torch.Generator({str(device)!r})")
+
+
+def rand(n: int, generator: Generators, device) -> Tensor:
+    """``n`` floats uniform on [0, 1), float64; entry k from ``generator[k]`` when a list is given."""
+    if not _per_sample(generator):
+        return torch.rand((n,), generator=generator, dtype=torch.float64, device=device)
+    return torch.cat([torch.rand((1,), generator=g, dtype=torch.float64, device=device) for g in generator])

@@ -43,8 +43,9 @@ from gendiff.registry import import_object
 from gendiff.samplers import SAMPLERS
 from gendiff.schedules import SCHEDULES
 from gendiff.schedules.speed import SPEEDS
-from gendiff.training import (CheckpointError, NonFiniteLossError, RunConfig, RunDirError, TrainConfig, Trainer,
-                              check_run_name)
+from gendiff.data import build_dataset, class_labels
+from gendiff.training import (CheckpointError, CondConfig, NonFiniteLossError, RunConfig, RunDirError, TrainConfig,
+                              Trainer, check_run_name)
 from gendiff.training.trainer import StoppedBeforeCheckpoint
 from gendiff.training.config import ConfigError
 from gendiff.training.loading import imported_code
@@ -173,6 +174,9 @@ TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "ema_de
                "ckpt_every": "ckpt_every", "sample_every": "sample_every", "sample_steps": "sample_steps",
                "seed": "seed", "num_workers": "num_workers", "sampler": "sampler", "sampler_args": "sampler_options"}
 FABRIC_FLAGS = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+# conditioning flag -> CondConfig field (--cond sets cond.kind)
+COND_FLAGS = {"cond": "kind", "num_classes": "num_classes", "p_uncond": "p_uncond", "guidance": "guidance",
+              "guidance_min_snr": "guidance_min_snr"}
 # (flag, registry, what) for every component flag; --model is handled by `network`.
 COMPONENTS = [("basis", BASES, "basis"), ("schedule", SCHEDULES, "schedule"), ("speed", SPEEDS, "blur speed"),
               ("parameterization", PARAMETERIZATIONS, "parameterization"), ("prior", PRIORS, "prior")]
@@ -185,6 +189,7 @@ def _flag(dest: str) -> str:
 # Every config field a shared flag sets, and that flag: the one table both directions use.
 FIELDS = {**{f"train.{f}": _flag(d) for d, f in TRAIN_FLAGS.items()},
           **{f"fabric.{f}": _flag(f) for f in FABRIC_FLAGS},
+          **{f"cond.{f}": _flag(d) for d, f in COND_FLAGS.items()},
           "data.spec": "--data", "data.size": "--size", "data.shape": "--size / --shape", "data.args": "--data-args",
           "data.channels": "--channels", "name": "--name",
           "out_dir": "--out", "basis": "--basis / --basis-args", "parameterization": "--parameterization / "
@@ -311,6 +316,22 @@ def add_component_args(p: RecipeParser) -> None:
                    help="run from this config.json (as a run writes it); flags given explicitly override it")
 
 
+def add_cond_args(p: RecipeParser) -> None:
+    """``--cond classes`` and classifier-free guidance (docs/math.md, "Conditioning and classifier-free guidance")."""
+    g = p.add_argument_group("conditioning")
+    g.add_argument("--cond", choices=["none", "classes"],
+                   help="classes: a class-conditional run on the data's labels (the digits, an image folder with one "
+                        "sub-folder per class, an LSUN category) with classifier-free guidance (default: none)")
+    g.add_argument("--num-classes", type=int_at_least(1), help="with --cond classes (default: the data's)")
+    g.add_argument("--p-uncond", type=float_in(0.0, 1.0),
+                   help="with --cond classes: probability that a training label is dropped (default: 0.1)")
+    g.add_argument("--guidance", type=float_in(-1e4, 1e4), metavar="W",
+                   help="with --cond classes: the guidance weight of the sample grids and, by default, of sample.py; "
+                        "1 the conditional model, 0 the unconditional one (default: 1)")
+    g.add_argument("--guidance-min-snr", type=float_in(0.0, open_lo=True), metavar="S",
+                   help="with --cond classes: guide only the basis coordinates whose a_i/s_i ≥ S (default: all)")
+
+
 def add_run_args(p: RecipeParser, train: TrainConfig | None = None, name: str = "the recipe's",
                  shown: dict[str, str] | None = None) -> None:
     """The flags every training recipe shares (each checked as it is parsed); ``--help`` shows
@@ -360,6 +381,7 @@ def add_run_args(p: RecipeParser, train: TrainConfig | None = None, name: str = 
     p.add_argument("--trust-code", action="store_true",
                    help="let --config (and the run --resume continues) import the custom components "
                         "(package.module:Name) its file names; only for files you trust")
+    add_cond_args(p)
     add_component_args(p)
     p.shared |= {p._option_string_actions[o].dest for o in set(p._option_string_actions) - before} | {"data", "size"}
 
@@ -403,8 +425,9 @@ def configure(config: RunConfig, args) -> RunConfig:
     if ("size" in given or "shape" in given) and "shape" in out["basis"] and not given.get("basis"):
         out["basis"]["shape"] = list(data.sides)
     out["schedule"] = _speed(out["schedule"], given.get("speed"), given.get("speed_args"))
+    out["cond"] = _cond(config.cond, given, data)
     try:
-        out["model"] = _model(config.model, given, data)  # a UNetConfig checks its sizes here
+        out["model"] = _model(config.model, given, data, out["cond"].num_classes)  # a UNetConfig checks its sizes
     except (ValueError, TypeError, ImportError) as e:
         raise ConfigError(f"--size, --model: {e}", "model") from e
     try:
@@ -430,8 +453,8 @@ def _data(data, given: dict):
 def _given(args, with_file: bool) -> dict:
     """The shared flags' values to apply: every value set, or with --config only the explicit ones."""
     keys = ["name", "out", "size", "shape", "data_args", "channels", "model", "network", "model_args", "speed",
-            "speed_args",
-            *TRAIN_FLAGS, *FABRIC_FLAGS, *(k for kind, _, _ in COMPONENTS for k in (kind, f"{kind}_args"))]
+            "speed_args", *TRAIN_FLAGS, *FABRIC_FLAGS, *COND_FLAGS,
+            *(k for kind, _, _ in COMPONENTS for k in (kind, f"{kind}_args"))]
     explicit = getattr(args, "explicit", None)
     out = {}
     for k in keys:
@@ -463,8 +486,28 @@ def _speed(schedule: dict, kind: str | None, args: dict | None) -> dict:
     return {**schedule, **({"f_type": kind} if kind else {}), **(args or {})}
 
 
-def _model(current: dict, given: dict, data) -> dict:
-    """A UNet config sized for the data, or a custom network's ``{"name": path, **args}``."""
+def _cond(current: CondConfig, given: dict, data) -> CondConfig:
+    """The run's conditioning with the flags applied; ``--cond classes`` counts the data's classes
+    unless ``--num-classes`` is given."""
+    flags = {COND_FLAGS[k]: v for k, v in given.items() if k in COND_FLAGS}
+    kind = flags.pop("kind", current.kind)
+    if kind == "none":
+        if flags:
+            flags_given = ", ".join(_flag(k) for k in given if k in COND_FLAGS)
+            raise ConfigError(f"{flags_given} need --cond classes", "cond.kind")
+        return CondConfig()
+    if "num_classes" not in flags and current.kind != "classes":
+        try:
+            flags["num_classes"] = len(class_labels(build_dataset(
+                data.spec, size=data.size, value_range=data.value_range, channels=data.channels))[0])
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"--cond classes: {e}", "cond.kind") from None
+    return replace(current, kind=kind, num_classes=flags.pop("num_classes", current.num_classes), **flags)
+
+
+def _model(current: dict, given: dict, data, num_classes: int | None = None) -> dict:
+    """A UNet config sized for the data (with the run's class count), or a custom network's
+    ``{"name": path, **args}``."""
     args = given.get("model_args") or {}
     if given.get("network"):
         return {"name": given["network"], **args}
@@ -476,7 +519,7 @@ def _model(current: dict, given: dict, data) -> dict:
         preset = UNetConfig(**current)
     square = data.shape is None
     fixed = {"image_size": data.size if square else tuple(data.sides), "dims": len(data.sides),
-             "in_channels": data.channels, "out_channels": data.channels}
+             "in_channels": data.channels, "out_channels": data.channels, "num_classes": num_classes}
     unknown = sorted(set(args) - {f.name for f in fields(UNetConfig)})
     if unknown:
         raise ConfigError(f"--model-args: unknown UNetConfig fields {unknown}; valid: "

@@ -1,6 +1,7 @@
 """Sample from a checkpoint: a grid and numbered PNGs (for FID), in batches.
 
     python recipes/sample.py --ckpt runs/demo-digits/last.ckpt --sampler dpm++2m --steps 50 --n 64
+    python recipes/sample.py --ckpt runs/demo-digits-classes/last.ckpt --class 7 --guidance 2.0   # a conditional run
 
 The folder (default ``<run>/samples-<sampler>-<evaluations>``) holds one sampling: it is locked
 while this runs, and ``--overwrite`` removes only the files an earlier sample.py wrote there.
@@ -29,6 +30,11 @@ def parse_args(argv=None):
                    help="network evaluations, 1..N (default: the sampler's); refused for samplers that always "
                         "take all N steps (reverse, ihdm)")
     p.add_argument("--eta", type=cli.float_in(0.0), help="DDIM's η, as --sampler-args '{\"eta\": η}'")
+    p.add_argument("--class", dest="cls", type=cli.int_at_least(0), metavar="K",
+                   help="a class-conditional run: sample class K only (default: every class in turn)")
+    p.add_argument("--guidance", type=cli.float_in(-1e4, 1e4), metavar="W",
+                   help="a class-conditional run: classifier-free guidance weight, 1 the conditional model, "
+                        "0 the unconditional one (default: the run's, config.cond.guidance)")
     p.add_argument("--n", type=cli.int_at_least(1), default=64)
     p.add_argument("--batch-size", type=cli.int_at_least(1), default=64)
     p.add_argument("--seed", type=cli.int_at_least(0), default=0)
@@ -54,12 +60,15 @@ def main(argv=None) -> Path:
     if torch.device(args.device).type == "cpu":
         cli.set_threads(args.threads)
     run = open_run(args.ckpt, args.device, trust_code=args.trust_code)
+    if args.guidance is not None and run.config.cond.kind == "none":
+        raise SystemExit(f"error: --guidance: run {run.config.name!r} is unconditional (cond.kind 'none')")
     options = args.sampler_args | ({} if args.eta is None else {"eta": args.eta})
-    with cli.refusals(sampling="--sampler / --steps / --sampler-args", out="--out"):
-        sampling = run_sampling(run.config, args.sampler, args.steps, options, clip=not args.no_clip)
+    with cli.refusals(sampling="--sampler / --steps / --sampler-args", out="--out", classes="--class"):
+        sampling = run_sampling(run.config, args.sampler, args.steps, options, clip=not args.no_clip,
+                                guidance=args.guidance)
         out, n, nfe = write_samples(run, sampling, args.n, args.out, home=Path(args.ckpt).parent,
                                     batch_size=args.batch_size, seed=args.seed, device=args.device,
-                                    overwrite=args.overwrite, requested=args.steps is not None)
+                                    overwrite=args.overwrite, requested=args.steps is not None, classes=args.cls)
     print(f"{n} samples in {out} ({sampling.sampler}, {nfe} network evaluations each); grid: {out / 'grid.png'}")
     return out
 

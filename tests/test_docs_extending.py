@@ -40,6 +40,9 @@ def test_extending_md_runs_and_its_components_work(monkeypatch):
     assert ns["ckpt"].is_file() and ns["trainer"].step == 5  # the Trainer with ready components
     # section 9: a 24×16 run from an array file, rebuilt from its checkpoint, sampled at its shape
     assert ns["run"].event_shape == (1, 24, 16) and ns["x"].shape == (4, 1, 24, 16)
+    # the conditional network: trained with labels, sampled for one class and with a per-coordinate gate
+    assert ns["sevens"].shape == ns["gated"].shape == (8, 1, 8, 8) and torch.isfinite(ns["gated"]).all()
+    assert torch.isfinite(ns["closs"]) and not torch.allclose(ns["sevens"], ns["gated"])
 
 
 def test_the_blocks_are_found():

@@ -14,6 +14,7 @@
 A dataset records itself by a ``spec`` attribute (and ``args``) when a run is trained on it from
 Python (``Trainer(dataset=...)``); a plug-in without one is recorded by its class's import path
 and its ``config()`` (its constructor arguments) when it defines it.
+Datasets with classes (``classes``, ``labels``) give (image, label) pairs through ``Labelled``.
 """
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ from gendiff.data.arrays import ARRAY_SUFFIXES, ArrayDataset
 from gendiff.data.embedded import (EMBEDDED, DigitsDataset, PhotoCropsDataset, SignalsDataset,
                                    embedded_dataset)
 from gendiff.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from gendiff.data.labels import Labelled, class_labels
 from gendiff.data.lsun import LSUNDataset
 from gendiff.registry import import_object
 
 __all__ = ["EMBEDDED", "IMAGE_EXTENSIONS", "ARRAY_SUFFIXES", "DigitsDataset", "PhotoCropsDataset",
-           "SignalsDataset", "ArrayDataset", "ImageFolderDataset", "LSUNDataset", "build_dataset",
-           "embedded_dataset", "plugin_dataset"]
+           "SignalsDataset", "ArrayDataset", "ImageFolderDataset", "LSUNDataset", "Labelled", "build_dataset",
+           "class_labels", "embedded_dataset", "plugin_dataset"]
 
 DEFAULT_PATH_SIZE = 64
 

@@ -92,7 +92,9 @@ class DigitsDataset(torch.utils.data.Dataset):
 
     Attributes:
         images: the whole split as a float32 ``(N, 1, size, size)`` tensor.
-        labels: the digit classes, int64 ``(N,)`` (not returned by ``__getitem__``).
+        labels: the digit classes, int64 ``(N,)`` (not returned by ``__getitem__``; a
+            conditional run reads them through ``gendiff.data.Labelled``).
+        classes: the class names "0" … "9".
         indices: positions of the split's images in ``load_digits()``.
     """
 
@@ -111,6 +113,7 @@ class DigitsDataset(torch.utils.data.Dataset):
         x = torch.from_numpy(digits.images[self.indices].astype(np.float32) / 16.0)
         self.images = map_range(_resize01(x[:, None], (int(size), int(size))), (0.0, 1.0), value_range)
         self.labels = torch.from_numpy(digits.target[self.indices].astype(np.int64))
+        self.classes = [str(k) for k in range(10)]
         self.split, self.size, self.value_range = split, int(size), tuple(value_range)
 
     def __len__(self) -> int:

@@ -122,6 +122,17 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return files
 
 
+def folder_classes(root: Path, files: list[Path]) -> tuple[list[str] | None, torch.Tensor | None]:
+    """(sorted class names, label per file) from each file's first sub-folder under ``root``;
+    (None, None) when a file lies directly in ``root`` (the folder has no classes)."""
+    firsts = [f.relative_to(root).parts for f in files]
+    if any(len(p) < 2 for p in firsts):
+        return None, None
+    classes = sorted({p[0] for p in firsts})
+    index = {c: k for k, c in enumerate(classes)}
+    return classes, torch.tensor([index[p[0]] for p in firsts], dtype=torch.long)
+
+
 class SkipsBadRecords(torch.utils.data.Dataset):
     """A dataset that returns the next readable record when one fails to decode.
 
@@ -151,6 +162,11 @@ class SkipsBadRecords(torch.utils.data.Dataset):
         return len(self._bad)
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        return self.read(index)[1]
+
+    def read(self, index: int) -> tuple[int, torch.Tensor]:
+        """(the record actually read, its image): ``index`` or, past bad records, the next good one
+        (a labelled view takes the label of the image it got, ``gendiff.data.labels``)."""
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} {self.what}s")
@@ -164,7 +180,7 @@ class SkipsBadRecords(torch.utils.data.Dataset):
             except Exception as err:  # PIL and lmdb raise many types for bad data
                 self._skip(i, err)
                 continue
-            return pil_to_tensor(img, self.size, self.channels, self.value_range)
+            return i, pil_to_tensor(img, self.size, self.channels, self.value_range)
         raise RuntimeError(f"none of the {n} {self.what}s in {str(self.root)!r} is readable")
 
     def _skip(self, i: int, err: Exception) -> None:
@@ -186,6 +202,9 @@ class ImageFolderDataset(SkipsBadRecords):
 
     Attributes:
         files: the sorted list of image paths.
+        classes, labels: the class of each image is its first sub-folder under ``root``, as in
+            torchvision's ImageFolder (``root/<class>/…``): the sorted class names and a
+            LongTensor of labels; both None when an image lies directly in ``root``.
         n_skipped: how many distinct files failed to decode so far (in this process).
     """
 
@@ -196,6 +215,7 @@ class ImageFolderDataset(SkipsBadRecords):
         check_range(value_range)  # validate early
         self.root = Path(root).expanduser()
         self.files = list_images(self.root)
+        self.classes, self.labels = folder_classes(self.root, self.files)
         self.size, self.channels, self.value_range = _size(size), channels, tuple(value_range)
         self.spec = str(root)  # what a run trained on it records (gendiff.training.trainer)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import lmdb
 import numpy as np
+import torch
 
 from gendiff.data.folder import SkipsBadRecords, _size, check_size_channels, decode_image
 from gendiff.value_range import check_range
@@ -212,6 +214,8 @@ class LSUNDataset(SkipsBadRecords):
 
     Attributes:
         keys: record keys in database order.
+        classes, labels: the category (the folder name without ``_train_lmdb``) as the one
+            class, and label 0 for every record.
         key_cache: path of the key-list cache file.
         n_corrupt: how many distinct records failed to decode so far (in this process).
     """
@@ -228,6 +232,9 @@ class LSUNDataset(SkipsBadRecords):
         self.keys, self.key_cache = load_keys(self.root, cache_dir, max_readers)
         if not self.keys:
             raise FileNotFoundError(f"LSUN LMDB {str(self.root)!r} holds no records")
+        # one category per LMDB: a single class, label 0 everywhere (stride 0, no memory)
+        self.classes = [re.sub(r"(_(train|val))?_lmdb$", "", self.root.name)]
+        self.labels = torch.zeros((), dtype=torch.long).expand(len(self.keys))
 
     channels, what, bad_word = 3, "LSUN record", "corrupt"
 

@@ -115,7 +115,7 @@ def load_split(data: str, split: str, size: int) -> torch.Tensor:
     return torch.stack([ds[k] for k in range(len(ds))])
 
 
-def sample_metrics(x: torch.Tensor, refs: dict, seed: int) -> dict:
+def row_metrics(x: torch.Tensor, refs: dict, seed: int) -> dict:
     """SWD and spectrum against the held-out set, and SWD against the training set."""
     m = sample_metrics(x, refs["test"], (-1.0, 1.0), 8, seed)
     m.update({f"train_{k}": v for k, v in sample_metrics(x, refs["train"], (-1.0, 1.0), 8, seed).items()
@@ -126,7 +126,7 @@ def sample_metrics(x: torch.Tensor, refs: dict, seed: int) -> dict:
 def evaluate_row(ckpt: Path, refs: dict, eval_seeds, n: int, s: DataSetup) -> dict:
     run = open_run(ckpt)
     sampling = replace(sampling_config(run.config), steps=s.sample_steps)
-    per_seed = [{"seed": seed, **sample_metrics(draw_samples(run, n, seed, sampling, 128), refs, seed)}
+    per_seed = [{"seed": seed, **row_metrics(draw_samples(run, n, seed, sampling, 128), refs, seed)}
                 for seed in eval_seeds]
     return {"schedule": run.config.schedule, "summary": summarize(per_seed), **score_nll(run, refs, s)}
 
@@ -174,7 +174,7 @@ def data_reference(refs: dict, eval_seeds, n: int) -> dict:
     for seed in eval_seeds:
         perm = torch.randperm(len(refs["train"]), generator=torch.Generator().manual_seed(seed))
         x, rest = refs["train"][perm[:n]], refs["train"][perm[n:]]
-        per_seed.append({"seed": seed, **sample_metrics(x, {"test": refs["test"], "train": rest}, seed)})
+        per_seed.append({"seed": seed, **row_metrics(x, {"test": refs["test"], "train": rest}, seed)})
     return {"summary": summarize(per_seed)}
 
 

@@ -32,18 +32,23 @@ def timesteps_to_grid(timesteps: Sequence[int]) -> list[int]:
 
 
 class DiffusersUNet(nn.Module):
-    """A diffusers ``UNet2DModel`` predicting ε, as gendiff's ``model(x_i, i) -> ε̂``.
+    """A diffusers ``UNet2DModel`` predicting ε, as gendiff's ``model(x_i, i) -> ε̂``, or
+    ``model(x_i, i, cond) -> ε̂`` for a class-conditional one (``num_class_embeds`` set).
 
     gendiff passes i ∈ 1..N; the UNet is called at t = i − 1 and its ``.sample`` returned.
-    The parameters are the UNet's own (``state_dict`` keys start with ``unet.``).
+    The parameters are the UNet's own (``state_dict`` keys start with ``unet.``). Class labels
+    go to the UNet's ``class_labels``; the unconditional branch (label −1, or ``cond=None`` for
+    a conditional UNet) is the class ``null_class``.
 
     Args:
         unet: a ``UNet2DModel`` (or anything called as ``unet(x, t)`` returning an object with
             ``.sample`` or a tuple) whose output has the input's shape: ε-prediction with
             ``out_channels == in_channels`` (a learned-variance UNet is refused).
+        null_class: the class embedding row of the unconditional branch; default the last,
+            ``num_class_embeds − 1`` (train such a UNet with ``num_class_embeds`` = classes + 1).
     """
 
-    def __init__(self, unet: nn.Module):
+    def __init__(self, unet: nn.Module, null_class: int | None = None):
         super().__init__()
         config = getattr(unet, "config", None)
         c_in, c_out = getattr(config, "in_channels", None), getattr(config, "out_channels", None)
@@ -51,9 +56,18 @@ class DiffusersUNet(nn.Module):
             raise ValueError(f"DiffusersUNet needs an ε-predicting UNet with out_channels == in_channels, "
                              f"got in_channels={c_in}, out_channels={c_out} (learned variance is not supported)")
         self.unet = unet
+        n = getattr(config, "num_class_embeds", None)
+        self.null_class = null_class if null_class is not None or n is None else n - 1
 
-    def forward(self, x: Tensor, i: Tensor) -> Tensor:
-        out = self.unet(x, step_to_timestep(i))
+    def forward(self, x: Tensor, i: Tensor, cond: Tensor | None = None) -> Tensor:
+        if self.null_class is None:
+            if cond is not None:
+                raise ValueError("this diffusers UNet has no class embedding (num_class_embeds=None) and takes "
+                                 "no condition")
+            out = self.unet(x, step_to_timestep(i))
+        else:
+            labels = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device) if cond is None else cond
+            out = self.unet(x, step_to_timestep(i), class_labels=torch.where(labels < 0, self.null_class, labels))
         return out.sample if hasattr(out, "sample") else out[0]
 
 

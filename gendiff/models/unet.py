@@ -54,6 +54,9 @@ class UNetConfig:
         use_scale_shift_norm: condition on the step as ``norm(h) * (1 + scale) + shift``
             (FiLM) rather than by adding the embedding before the second convolution.
         num_groups: GroupNorm groups; must divide every channel count in the network.
+        num_classes: class-conditional with this many classes (None: unconditional): a class
+            embedding, plus one null class for the unconditional branch (label −1 or
+            ``cond=None``), is added to the step embedding, as guided diffusion and EDM do.
     """
 
     image_size: int | tuple[int, ...] = 64
@@ -68,6 +71,7 @@ class UNetConfig:
     use_scale_shift_norm: bool = True
     num_groups: int = 32
     dims: int = 2
+    num_classes: int | None = None
 
     def __post_init__(self) -> None:
         # asdict -> JSON/YAML -> UNetConfig(**d) turns tuples into lists; frozen and
@@ -86,6 +90,8 @@ class UNetConfig:
             raise ValueError("num_res_blocks and model_channels must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.num_classes is not None and not (isinstance(self.num_classes, int) and self.num_classes >= 1):
+            raise ValueError(f"num_classes must be a positive int or None, got {self.num_classes!r}")
         for m in self.channel_mult:
             ch = self.model_channels * m
             if ch % self.num_groups:
@@ -309,9 +315,12 @@ class UNet(nn.Module):
         self.out = nn.Sequential(
             nn.GroupNorm(g, ch), nn.SiLU(), _zero(conv_nd(nd, ch, cfg.out_channels, 3, padding=1))
         )
+        # last, so the other weights initialise as the unconditional network's; row num_classes is the null class
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_ch) if cfg.num_classes else None
 
-    def forward(self, x: Tensor, i: Tensor) -> Tensor:
-        """Predict the noise of ``x`` (B, C, *sides) at integer steps ``i`` (B,)."""
+    def forward(self, x: Tensor, i: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Predict the noise of ``x`` (B, C, *sides) at integer steps ``i`` (B,), for class labels
+        ``cond`` (B,) when ``num_classes`` is set (−1 or ``cond=None``: the null class)."""
         cfg = self.config
         if x.ndim != 2 + cfg.dims or x.shape[1] != cfg.in_channels:
             axes = ("L",) if cfg.dims == 1 else ("H", "W") if cfg.dims == 2 else ("D", "H", "W")
@@ -332,6 +341,10 @@ class UNet(nn.Module):
             raise ValueError(f"expected steps i of shape ({x.shape[0]},), got {tuple(i.shape)}")
 
         emb = self.time_embed(timestep_embedding(i, cfg.model_channels).to(x.dtype))
+        if self.class_embed is not None:
+            emb = emb + self.class_embed(self._labels(cond, x.shape[0], x.device)).to(emb.dtype)
+        elif cond is not None:
+            raise ValueError("this UNet is unconditional (num_classes=None) and takes no condition")
         skips, h = [], x
         for block in self.input_blocks:
             h = block(h, emb)
@@ -340,6 +353,16 @@ class UNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h)
+
+    def _labels(self, cond: Tensor | None, batch: int, device) -> Tensor:
+        """Class labels as embedding rows: −1 and ``None`` are the null class ``num_classes``."""
+        n = self.config.num_classes
+        if cond is None:
+            return torch.full((batch,), n, dtype=torch.long, device=device)
+        if cond.shape != (batch,) or cond.is_floating_point() or bool(((cond < -1) | (cond >= n)).any()):
+            raise ValueError(f"cond must be class labels in 0..{n - 1} (or -1, the null class) of shape ({batch},), "
+                             f"got {cond.dtype} {tuple(cond.shape)}")
+        return torch.where(cond < 0, n, cond).long()
 
 
 PRESETS = Registry("UNet preset", base=UNetConfig)

@@ -18,7 +18,7 @@ import difflib
 import json
 import math
 from dataclasses import asdict, field, fields
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
@@ -200,6 +200,36 @@ class DataConfig:
         return tuple(float(x) for x in v)
 
 
+@schema
+class CondConfig:
+    """Conditioning and classifier-free guidance (docs/math.md, "Conditioning and classifier-free
+    guidance").
+
+    Args:
+        kind: ``"none"`` (an unconditional network, ``model(x_i, i)``) or ``"classes"`` (the data's
+            class labels, ``model(x_i, i, cond)``; the data must have classes, ``gendiff.data.Labelled``).
+        num_classes: how many classes (the network's class embedding has one more, the null class).
+        p_uncond: in training, each label is replaced by the null class with this probability.
+        guidance: the default guidance weight w when the run is sampled (1: the conditional
+            model, 0: the unconditional one; Eq. G1).
+        guidance_min_snr: guide only coordinates with a_i/s_i ≥ this, elsewhere w = 1
+            (:class:`gendiff.guidance.SNRGate`); None guides every coordinate.
+    """
+
+    kind: Literal["none", "classes"] = "none"
+    num_classes: Int(1, 1_000_000) | None = None
+    p_uncond: Num(0.0, 1.0) = 0.1
+    guidance: Num(-1e4, 1e4) = 1.0
+    guidance_min_snr: Num(0.0, open_lo=True) | None = None
+
+    @model_validator(mode="after")
+    def _classes(self):
+        if (self.kind == "classes") != (self.num_classes is not None):
+            raise ValueError(f"num_classes is needed with kind 'classes' and only then; got kind {self.kind!r}, "
+                             f"num_classes {self.num_classes!r}")
+        return self
+
+
 Component = dict[str, Any]
 
 
@@ -312,6 +342,7 @@ class RunConfig:
     out_dir: Text = "runs"
     parameterization: Component = field(default_factory=lambda: {"name": "eps", "weighting": "eps"})
     prior: Component = field(default_factory=lambda: {"name": "gaussian"})
+    cond: CondConfig = field(default_factory=CondConfig)
 
     @field_validator("name")
     @classmethod
@@ -329,6 +360,16 @@ class RunConfig:
         t, n = self.train, self.schedule.get("N")
         if isinstance(n, int) and t.last_train_step is not None and t.last_train_step > n:
             raise ValueError(f"train.last_train_step must be in 1..N={n}, got {t.last_train_step}")
+        return self
+
+    @model_validator(mode="after")
+    def _classes_fit(self):
+        # a UNet config (no name, or a preset's overrides) records its class count: it must be the run's
+        ours, theirs = self.cond.num_classes, self.model.get("num_classes")
+        unet = "unrecorded" not in self.model and ":" not in str(self.model.get("name", ""))
+        if unet and theirs != ours:
+            raise ValueError(f"model.num_classes ({theirs!r}) must be cond.num_classes ({ours!r}): a class-conditional "
+                             "run needs the UNet's class embedding, an unconditional one none")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -391,7 +432,7 @@ def _field_names(cls: type, path: list[str]) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
-_NESTED = {"train": TrainConfig, "data": DataConfig, "fabric": FabricConfig}
+_NESTED = {"train": TrainConfig, "data": DataConfig, "fabric": FabricConfig, "cond": CondConfig}
 
 
 def _short(v: Any, limit: int = 80) -> str:

@@ -9,7 +9,7 @@ grids and figures, ``sample.py`` and ``evaluate.py`` go through it with a :class
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -17,14 +17,15 @@ from torch import Tensor, nn
 
 from gendiff.bases import build_basis
 from gendiff.checks import check_data
-from gendiff.data import build_dataset
+from gendiff.data import build_dataset, class_labels
 from gendiff.diffusion import Diffusion
+from gendiff.guidance import SNRGate
 from gendiff.parameterization import build_parameterization
 from gendiff.priors import build_prior
 from gendiff.samplers import check_sampler_options
 from gendiff.schedules import build_schedule
 
-from .config import MAX_N, ConfigError, DataConfig, Flag, Int, RunConfig, Text, schema
+from .config import MAX_N, ConfigError, DataConfig, Flag, Int, Num, RunConfig, Text, schema
 from .trust import require_trust
 
 __all__ = ["Run", "build_run", "event_shape", "SamplingConfig", "sampling_config", "run_sampling", "planned_steps", "sample_run"]
@@ -41,30 +42,41 @@ class SamplingConfig:
         clip: clamp x̂_0 to the data's value range while sampling (DDPM's clip_denoised).
         options: the sampler's own keyword options (``eta``, ``quiet_steps``, ``delta_scale``, or a
             custom sampler's); one it does not take is refused.
+        guidance, guidance_min_snr: the guidance of a conditional run (:class:`CondConfig`);
+            ignored by an unconditional one.
     """
 
     sampler: Text = "dpm++2m"
     steps: Int(1, MAX_N) | None = None
     clip: Flag = True
     options: dict[str, Any] = field(default_factory=dict)
+    guidance: Num(-1e4, 1e4) = 1.0
+    guidance_min_snr: Num(0.0, open_lo=True) | None = None
+
+    @property
+    def weight(self) -> float | SNRGate:
+        """The guidance weight ``Diffusion.sample`` takes: a number, or an :class:`SNRGate`."""
+        return self.guidance if self.guidance_min_snr is None else SNRGate(self.guidance, self.guidance_min_snr)
 
 
 def sampling_config(config: RunConfig) -> SamplingConfig:
     """What the run's config asks its sample grids (and, by default, sample.py/evaluate.py) to use."""
-    t = config.train
-    return SamplingConfig(t.sampler, t.sample_steps, t.clip_x0, dict(t.sampler_options))
+    t, c = config.train, config.cond
+    return SamplingConfig(t.sampler, t.sample_steps, t.clip_x0, dict(t.sampler_options), c.guidance,
+                          c.guidance_min_snr)
 
 
 def run_sampling(config: RunConfig, sampler: str | None = None, steps: int | None = None,
-                 options: dict | None = None, clip: bool = True) -> SamplingConfig:
+                 options: dict | None = None, clip: bool = True, guidance: float | None = None) -> SamplingConfig:
     """The run's own sampling (what its grids used) with what a user asked applied: another
     ``sampler`` starts from that sampler's defaults; ``options`` update the run's; ``clip=False``
-    turns the clamp off."""
+    turns the clamp off; ``guidance`` replaces the run's guidance weight."""
     own = sampling_config(config)
     try:
         if sampler and sampler != own.sampler:
-            own = SamplingConfig(sampler, None, own.clip, {})
-        return SamplingConfig(own.sampler, steps or own.steps, own.clip and clip, own.options | dict(options or {}))
+            own = replace(own, sampler=sampler, steps=None, options={})
+        return replace(own, steps=steps or own.steps, clip=own.clip and clip,
+                       options=own.options | dict(options or {}), guidance=own.guidance if guidance is None else guidance)
     except ConfigError as e:
         raise ConfigError(str(e), "sampling") from None
 
@@ -103,6 +115,22 @@ class Run:
         """``(C, *sides)`` of one example (:func:`event_shape`)."""
         return event_shape(self.config.data)
 
+    def labels(self, n: int, classes=None) -> Tensor | None:
+        """The class labels of ``n`` samples: ``classes`` (an int or one per sample), by default
+        every class in equal consecutive blocks (n = k·num_classes: a grid of k columns has one
+        row per class); None for an unconditional run (which refuses classes)."""
+        c = self.config.cond
+        if c.kind != "classes":
+            if classes is not None:
+                raise ValueError(f"run {self.config.name!r} is unconditional (cond.kind 'none'): it takes no class")
+            return None
+        labels = torch.arange(n) * c.num_classes // max(n, 1) if classes is None else \
+            torch.as_tensor(classes, dtype=torch.long).expand(n).clone()
+        if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < c.num_classes):
+            raise ValueError(f"classes must be in 0..{c.num_classes - 1} (run {self.config.name!r}), "
+                             f"got {labels.unique().tolist()}")
+        return labels
+
 
 def build_run(config: RunConfig, trust_code: bool = False, *, diffusion: Diffusion | None = None,
               model: nn.Module | None = None, dataset=None, prior=None, check_dataset: bool = False) -> Run:
@@ -132,6 +160,7 @@ def build_run(config: RunConfig, trust_code: bool = False, *, diffusion: Diffusi
     loader = (lambda: dataset) if dataset is not None else functools.cache(lambda: _dataset(config))
     if check_dataset:  # before the network: a bad data path fails before a large model is allocated
         _check_first(config, loader())
+        _check_classes(config, loader())
     if model is None:
         with torch.random.fork_rng(devices=[]):  # the same initialisation wherever it is built, every rank
             torch.manual_seed(config.train.seed)
@@ -210,6 +239,19 @@ def _check_first(config: RunConfig, dataset) -> None:
                           f"(data.channels {d.channels}, {_sides_field(d, True)})", "data.spec")
 
 
+def _check_classes(config: RunConfig, dataset) -> None:
+    """A class-conditional run's data have classes, no more than ``cond.num_classes``."""
+    n = config.cond.num_classes
+    if config.cond.kind != "classes":
+        return
+    try:
+        classes, _ = class_labels(dataset)
+    except ValueError as e:
+        raise ConfigError(f"data.spec {config.data.spec!r} with cond.kind 'classes': {e}") from None
+    if len(classes) > n:
+        raise ConfigError(f"data.spec {config.data.spec!r} has {len(classes)} classes but cond.num_classes is {n}")
+
+
 def _check_shape(config: RunConfig, diffusion: Diffusion) -> None:
     """The basis takes the data's shape."""
     d = config.data
@@ -235,7 +277,7 @@ def _kind(d: DataConfig) -> str:
 @torch.no_grad()
 def sample_run(run: Run, n: int, sampling: SamplingConfig | None = None, *, model: nn.Module | None = None,
                generator=None, device=None, batch_size: int | None = None, callback: Callable | None = None,
-               progress: bool = False, requested: bool = False) -> Tensor:
+               progress: bool = False, requested: bool = False, classes=None) -> Tensor:
     """``n`` samples of the run (pixel space, on the CPU): the one sampling path.
 
     Args:
@@ -248,16 +290,21 @@ def sample_run(run: Run, n: int, sampling: SamplingConfig | None = None, *, mode
         callback: the sampler's per-step callback (``{"i", "x", "x0"}``, pixel space).
         requested: ``sampling.steps`` was asked for by the user (a walk-every-step sampler then
             refuses a number other than its N instead of ignoring it).
+        classes: a conditional run's classes, an int or one per sample (:meth:`Run.labels`:
+            default every class in turn), sampled with ``sampling``'s guidance.
     """
     s = sampling or sampling_config(run.config)
     d = run.diffusion
     steps = planned_steps(d, s, requested)
     clip = run.config.data.value_range if s.clip else None
     model = run.model if model is None else model
+    labels = run.labels(n, classes)
+    guided = {} if labels is None else {"guidance": s.weight}
     out, batch = [], batch_size or n
     for k in range(0, n, batch):
+        cond = None if labels is None else labels[k:k + batch]
         x = d.sample(model, (min(batch, n - k), *run.event_shape), sampler=s.sampler, steps=steps,
                      generator=generator, device=device, progress=progress, prior=run.prior, clip_x0=clip,
-                     callback=callback, **s.options)
+                     callback=callback, cond=cond, **guided, **s.options)
         out.append(x.cpu())
     return torch.cat(out)

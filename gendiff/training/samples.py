@@ -46,7 +46,7 @@ def folder_name(sampler: str, steps: int | None, start: int) -> str:
 
 def write_samples(run: Run, sampling: SamplingConfig, n: int, out: str | Path | None = None, *,
                   home: str | Path | None = None, batch_size: int = 64, seed: int = 0, device="cpu", overwrite: bool = False,
-                  requested: bool = False) -> tuple[Path, int, int]:
+                  requested: bool = False, classes: int | None = None) -> tuple[Path, int, int]:
     """Draw ``n`` samples of ``run`` into ``out`` (default ``<home>/samples-<sampler>-<steps>``, ``home``
     the checkpoint's folder, else the run's).
 
@@ -56,6 +56,8 @@ def write_samples(run: Run, sampling: SamplingConfig, n: int, out: str | Path | 
         out: the folder; one holding PNGs not written here is refused (an FID folder holds one
             sampling only), one holding earlier samples needs ``overwrite``.
         requested: ``sampling.steps`` was asked for (a walk-every-step sampler refuses another count).
+        classes: a class-conditional run's class for every sample (default folder
+            ``…-class<k>``); None: every class in turn (:meth:`~gendiff.training.run.Run.labels`).
 
     Returns:
         (folder, samples written, network evaluations per sample as counted from the calls).
@@ -65,9 +67,14 @@ def write_samples(run: Run, sampling: SamplingConfig, n: int, out: str | Path | 
     except ValueError as e:
         raise ConfigError(f"sampler {sampling.sampler!r}, steps {sampling.steps}, options "
                           f"{json.dumps(sampling.options)}: {e}", "sampling") from None
+    try:
+        run.labels(1, classes)  # a class the run has, or no class for an unconditional run: before the folder
+    except ValueError as e:
+        raise ConfigError(str(e), "classes") from None
     start = run.diffusion.last_train_step
     home = Path(home or Path(run.config.out_dir, run.config.name))
-    out = Path(out or home / folder_name(sampling.sampler, steps, start))
+    tag = "" if classes is None else f"-class{classes}"
+    out = Path(out or home / (folder_name(sampling.sampler, steps, start) + tag))
     lock = RunLock(out).acquire()
     try:
         claim_folder(out, overwrite)
@@ -76,7 +83,7 @@ def write_samples(run: Run, sampling: SamplingConfig, n: int, out: str | Path | 
         images = len(run.event_shape) == 3
         for k in tqdm(range(0, n, batch_size), desc="batches"):
             x = sample_run(run, min(batch_size, n - k), sampling, model=model, generator=g, device=device,
-                           requested=requested)
+                           requested=requested, classes=classes)
             for img in map_range(x, run.config.data.value_range, clamp=True) if images else ():
                 written.append(f"{len(written):06d}.png")
                 _write_manifest(out, written)  # before the file: a kill in between leaves nothing unlisted

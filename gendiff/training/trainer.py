@@ -1,6 +1,7 @@
 """The Lightning Fabric trainer: one loop for CPU, one GPU, DDP and bf16, resumable exactly."""
 from __future__ import annotations
 
+import math
 import random
 import sys
 from dataclasses import MISSING, asdict, fields
@@ -15,13 +16,14 @@ from tqdm.auto import tqdm
 
 from torch import nn
 
+from gendiff.data import Labelled
 from gendiff.diffusion import Diffusion
 from gendiff.figures import forward_strip, save_grid
 from gendiff.models import UNetConfig
 from gendiff.registry import import_path
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic, verified
-from .config import ConfigError, DataConfig, FabricConfig, RunConfig, TrainConfig
+from .config import CondConfig, ConfigError, DataConfig, FabricConfig, RunConfig, TrainConfig
 from .ema import ema_decay, ema_model
 from .loading import check_step, network_config
 from .run import Run, build_run, sample_run
@@ -86,7 +88,8 @@ class Trainer:
             config replace the corresponding parts.
         run_dir: output folder (default ``<out_dir>/<name>``).
         diffusion, basis, schedule, model, prior, dataset: ready components.
-        data, train, fabric, name, out_dir: the rest of the run when no ``config`` is given.
+        data, train, fabric, cond, name, out_dir: the rest of the run when no ``config`` is given
+            (``cond``: a :class:`CondConfig`, for a class-conditional network ``model(x_i, i, cond)``).
         figures: draw ``forward.png`` when training starts (False skips it).
         overwrite: let :meth:`fit` start over in a folder that holds another run (the old run's
             files are moved into ``replaced-<time>/`` there); without it that is refused, unless
@@ -100,8 +103,8 @@ class Trainer:
     def __init__(self, config: RunConfig | Run | None = None, run_dir: str | Path | None = None, *,
                  diffusion: Diffusion | None = None, basis=None, schedule=None, model: nn.Module | None = None,
                  prior=None, dataset=None, data: DataConfig | None = None, train: TrainConfig | None = None,
-                 fabric: FabricConfig | None = None, name: str = "run", out_dir: str = "runs", figures: bool = True,
-                 overwrite: bool = False, trust_code: bool = True):
+                 fabric: FabricConfig | None = None, cond: CondConfig | None = None, name: str = "run",
+                 out_dir: str = "runs", figures: bool = True, overwrite: bool = False, trust_code: bool = True):
         self._run = config if isinstance(config, Run) else None
         if self._run is not None:  # recorded as built: each component's own config()
             config, diffusion = self._run.config, self._run.diffusion
@@ -112,7 +115,8 @@ class Trainer:
         self._ready = {"diffusion": diffusion, "model": model, "prior": prior, "dataset": dataset}
         if self._run is not None and (model is not None or prior is not None or dataset is not None):
             raise TypeError("Trainer: a built Run carries its model, prior and dataset; give them to build_run")
-        self.config = config = _run_config(config, diffusion, model, data, train, fabric, name, out_dir, dataset)
+        self.config = config = _run_config(config, diffusion, model, data, train, fabric, name, out_dir, dataset,
+                                           cond)
         self.run_dir = Path(run_dir or Path(config.out_dir) / config.name)
         self.figures, self.overwrite, self.trust_code = figures, overwrite, trust_code
         self._owns_run_dir = False  # True once this trainer continues or claimed the run there
@@ -131,6 +135,8 @@ class Trainer:
         torch.manual_seed(c.train.seed)  # dropout and a custom network's own randomness follow --seed
         self.run = run = self._run or build_run(c, self.trust_code, check_dataset=True, **self._ready)
         self.dataset, self.diffusion, self.prior, self.raw_model = run.dataset(), run.diffusion, run.prior, run.model
+        # a class-conditional run trains on (image, label) pairs (docs/math.md, "Conditioning …")
+        self.train_set = Labelled(self.dataset) if c.cond.kind == "classes" else self.dataset
         self.ema = ema_model(self.raw_model, c.train.ema_decay, c.train.ema_warmup).to(fabric.device)
         opt = torch.optim.Adam(self.raw_model.parameters(), lr=c.train.lr)
         self.model, self.optimizer = fabric.setup(self.raw_model, opt)
@@ -189,9 +195,9 @@ class Trainer:
 
     def _loader(self):
         t = self.config.train
-        sampler = StepBatches(len(self.dataset), t.batch_size, self.step, t.steps, t.seed,
+        sampler = StepBatches(len(self.train_set), t.batch_size, self.step, t.steps, t.seed,
                               self.fabric.global_rank)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=t.num_workers)
+        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, num_workers=t.num_workers)
         return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
     def fit(self, resume: bool = False, finish: Callable[["Trainer"], object] | None = None) -> Path:
@@ -247,8 +253,8 @@ class Trainer:
         try:
             bar = tqdm(total=c.steps, initial=self.step, disable=not fabric.is_global_zero, desc="train")
             log = self._open_run() if fabric.is_global_zero else None
-            for x0 in self._loader():
-                loss, grad_norm = self._train_step(x0)
+            for batch in self._loader():
+                loss, grad_norm = self._train_step(*(batch if isinstance(batch, (tuple, list)) else (batch,)))
                 self.step += 1
                 bar.update(1)
                 if log is not None and (self.step % c.log_every == 0 or self.step == c.steps):
@@ -287,11 +293,12 @@ class Trainer:
         return {"loss": loss, "lr": float(self.optimizer.param_groups[0]["lr"]), "grad_norm": grad_norm,
                 "ema_decay": ema_decay(t.ema_decay, max(n - 1, 0), t.ema_warmup), "ema_n": n}
 
-    def _train_step(self, x0: torch.Tensor) -> tuple[float, float]:
+    def _train_step(self, x0: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[float, float]:
         t = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
         self.generator.manual_seed(step_seed(t.seed, self.fabric.global_rank, self.step, 1))
-        loss = self.diffusion.loss(self.model, x0, generator=self.generator)
+        p_uncond = 0.0 if labels is None else self.config.cond.p_uncond
+        loss = self.diffusion.loss(self.model, x0, cond=labels, p_uncond=p_uncond, generator=self.generator)
         value = mean_over_ranks(self.fabric, loss)
         self._stop_if_nonfinite("loss", value)
         self.fabric.backward(loss)
@@ -317,10 +324,15 @@ class Trainer:
                           device=self.fabric.device)
 
     def sample_grid(self, n: int | None = None, path: Path | None = None) -> Path | None:
-        """EMA samples with the configured sampler, as ``samples.png`` (rank 0 only)."""
+        """EMA samples with the configured sampler, as ``samples.png`` (rank 0 only); a
+        class-conditional run's grid has one row per class (``n`` rounded up to fill the rows)."""
         if not self.fabric.is_global_zero:
             return None
-        return save_grid(self._samples(n), path or self.run_dir / "samples.png", self.config.data.value_range)
+        n, rows = n or self.config.train.sample_n, self.config.cond.num_classes
+        if rows:
+            n = rows * math.ceil(n / rows)
+        return save_grid(self._samples(n), path or self.run_dir / "samples.png", self.config.data.value_range,
+                         nrow=n // rows if rows else None)
 
 
 def any_rank(fabric: Fabric, flag: bool) -> bool:
@@ -350,6 +362,8 @@ def check_same_run(path: Path, saved: dict, ours: dict) -> None:
              if _plain(data.get(k)) != _plain(ours["data"][k])]
     diff += [f"train.{k}" for k in ("last_train_step", "seed", "batch_size", "lr", "ema_decay", "ema_warmup",
                                     "grad_clip") if saved.get("train", {}).get(k) != ours["train"][k]]
+    diff += [f"cond.{k}" for k in ("kind", "num_classes", "p_uncond")
+             if isinstance(saved.get("cond"), dict) and saved["cond"].get(k) != ours["cond"][k]]
     if diff:
         first = diff[0].split(".")
         was = saved.get(first[0]) if len(first) == 1 else saved.get(first[0], {}).get(first[1])
@@ -461,7 +475,7 @@ def _short(value, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _run_config(config, diffusion, model, data, train, fabric, name, out_dir, dataset=None) -> RunConfig:
+def _run_config(config, diffusion, model, data, train, fabric, name, out_dir, dataset=None, cond=None) -> RunConfig:
     """``config`` with ready components recorded in place of its component configs, or a new
     run from the components (a component that cannot be recorded is noted, not refused: it
     trains, and only rebuilding it from the checkpoint will fail, with that note)."""
@@ -471,10 +485,10 @@ def _run_config(config, diffusion, model, data, train, fabric, name, out_dir, da
                             "and model")
         data = data or (data_config(dataset) if dataset is not None else DataConfig())
         parts = {"name": name, "data": data, "train": train or TrainConfig(),
-                 "fabric": fabric or FabricConfig(), "out_dir": out_dir}
+                 "fabric": fabric or FabricConfig(), "cond": cond or CondConfig(), "out_dir": out_dir}
     else:
         parts = config.to_dict()
-        parts.update(data=config.data, train=config.train, fabric=config.fabric)
+        parts.update(data=config.data, train=config.train, fabric=config.fabric, cond=cond or config.cond)
     if diffusion is not None:
         parts.update(basis=_recorded(diffusion.basis.config), schedule=_recorded(diffusion.schedule.config),
                      parameterization=_recorded(diffusion.parameterization.config))
