@@ -1,6 +1,8 @@
 """Data of any event shape around the engine (issue 22, items 4–6): the UNet on 1, 2 and 3
 spatial axes, array and plug-in data, the embedded 1-D signals, runs that record their shape
-and sample it in a fresh process, figures and metrics by shape, and the trust check on data."""
+and sample it in a fresh process, figures and metrics by shape, and the trust check on data; from
+the command line, a 24×16, a 1-D and a 3-D run, a user's joint colour basis by import path, and the
+data-driven schedule measured once and sampled without its data."""
 from __future__ import annotations
 
 import json
@@ -449,3 +451,126 @@ def test_evaluate_reads_an_array_of_samples(tmp_path):
     m = result["per_seed"][0]
     assert abs(m["spec_mean_abs"]) < 0.5 and "defined for 2-D images" in m["fid_unavailable"]
     assert (tmp_path / "eval" / "spectrum.png").is_file()
+
+
+# ---- a joint colour basis, a volume and a measured schedule: train → sample → evaluate from the command line ----
+
+TINY = ["--steps", "3", "--batch-size", "4", "--no-figures"]
+
+
+def recipe(script, *args, cwd):
+    """``recipes/<script>`` with ``args`` in a fresh process run in ``cwd``; it must succeed."""
+    res = run_py(ROOT / "recipes" / script, *args, "--threads", "1", cwd=cwd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def train_sample_evaluate(tmp_path, name, *flags, trust=()):
+    """``lsun_blur.py`` with ``flags`` (3 steps), then ``sample.py`` (3 samples, 3 steps) and
+    ``evaluate.py``, each in a fresh process; the checkpoint, the samples' folder and metrics.json."""
+    recipe("lsun_blur.py", *flags, *TINY, "--name", name, cwd=tmp_path)
+    ckpt = tmp_path / "runs" / name / "last.ckpt"
+    recipe("sample.py", "--ckpt", ckpt, "--n", "3", "--steps", "3", *trust, cwd=tmp_path)
+    recipe("evaluate.py", "--ckpt", ckpt, "--n", "4", "--seeds", "0", "--steps", "3", "--nll-steps", "2", *trust,
+           cwd=tmp_path)
+    return ckpt, ckpt.parent / "samples-unipc-3", json.loads((ckpt.parent / "eval-unipc-3" / "metrics.json").read_text())
+
+
+def library_samples(ckpt, n=3, trust_code=False):
+    """The run's samples as sample.py draws them (seed 0, 3 steps), in [0, 1], from this process."""
+    from gendiff.training import open_run
+    from gendiff.training.run import run_sampling
+    from gendiff.value_range import map_range
+    run = open_run(ckpt, trust_code=trust_code)
+    x = sample_run(run, n, run_sampling(run.config, steps=3), generator=torch.Generator().manual_seed(0))
+    return run, map_range(x, run.config.data.value_range, clamp=True)
+
+
+def png_samples(folder, n=3):
+    from PIL import Image
+    return torch.stack([torch.from_numpy(np.array(Image.open(folder / f"{k:06d}.png"))).permute(2, 0, 1)
+                        for k in range(n)]).float() / 255
+
+
+def test_a_users_joint_colour_basis_trains_by_import_path_and_is_rebuilt_in_fresh_processes(tmp_path, monkeypatch):
+    """docs/extending.md's own joint basis (opponent axes, then a DCT; chroma 3× as fast), in a
+    module next to the command: the checks and the engine take it on its (3, 16, 16) event, the
+    command line trains it by import path, and sample.py/evaluate.py rebuild it."""
+    from gendiff import testing
+    from test_docs_extending import module_block
+    (tmp_path / "mycolour.py").write_text(module_block("mycolour.py"))  # docs/extending.md section 10
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mycolour", raising=False)
+    from mycolour import RotatedDCT
+    mine = RotatedDCT((16, 16), chroma=3)
+    testing.check_basis(mine)  # on the whole (3, 16, 16) event
+    Diffusion(mine, VPBlurSchedule("quartic", 0.14))
+    assert mine.rates.shape == (3, 16, 16) and torch.equal(mine.rates[1], 3 * mine.rates[0])
+    ckpt, folder, metrics = train_sample_evaluate(
+        tmp_path, "mine", "--data", "photos", "--basis", "mycolour:RotatedDCT", "--basis-args", '{"chroma": 3}',
+        "--model", "tiny", trust=["--trust-code"])
+    run, want = library_samples(ckpt, trust_code=True)
+    assert run.config.basis == {"name": "mycolour:RotatedDCT", "shape": [16, 16], "chroma": 3.0}
+    assert torch.equal(run.diffusion.basis.rates, mine.rates)
+    # sample.py rebuilt the same basis: its PNGs are these samples (8-bit, ±1 level)
+    assert (png_samples(folder) - want).abs().max() <= 1 / 255 + 1e-6
+    assert metrics["summary"]["swd_16"]["mean"] >= 0 and 0 < metrics["nll"]["posterior"]["bpd"] < math.inf
+
+
+def test_a_volume_run_from_the_command_line(tmp_path):
+    vol = np.random.default_rng(0).uniform(-1, 1, (16, 1, 8, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "vol.npy", vol)
+    ckpt, folder, metrics = train_sample_evaluate(tmp_path, "vol", "--data", "vol.npy", "--shape", "8,8,8",
+                                                  "--channels", "1", "--basis", "dct3d", "--model", "small3d")
+    run, want = library_samples(ckpt)
+    assert run.event_shape == (1, 8, 8, 8) and run.config.model["dims"] == 3
+    assert torch.allclose(torch.from_numpy(np.load(folder / "samples.npy")), want, atol=1e-6, rtol=0)
+    assert (folder / "grid.png").is_file()  # the middle slices
+    assert metrics["summary"] == {}  # no image metric exists for volumes, and none is made up
+    assert "defined for 2-D images" in metrics["per_seed"][0]["fid_unavailable"]
+    assert "volumes" in metrics["per_seed"][0]["fid_unavailable"]
+    assert all(0 < metrics["nll"][k]["bpd"] < math.inf for k in ("posterior", "reverse"))
+
+
+def test_a_schedule_measured_from_the_data_is_measured_only_where_its_table_is_missing(tmp_path):
+    from gendiff.schedules import DataSNRSchedule
+    from gendiff.training.run import measure_schedule
+    img = np.random.default_rng(0).uniform(-1, 1, (10, 1, 24, 16)).astype(np.float32)
+    img[:, :, :12] *= 0.2  # the top half quieter: a table that is not flat
+    np.save(tmp_path / "img.npy", img)
+    plain = image_config(tmp_path, "img.npy")
+    assert measure_schedule(plain) is plain  # vp_blur is not measured
+    config = replace(plain, schedule={"name": "data_snr", "crossing": [0.2, 0.8]})
+    measured = measure_schedule(config, limit=6)  # the first 6 training examples
+    want = DataSNRSchedule.from_data(DCTBasis((24, 16)), torch.from_numpy(img[:6]), crossing=(0.2, 0.8))
+    assert measured.schedule == want.config() and len(measured.schedule["variance"]) == 1  # (1, 24, 16): per channel
+    assert measure_schedule(measured) is measured  # a recorded table is kept, data or not
+    assert torch.equal(build_run(measured).diffusion.schedule.variance, want.variance)
+    with pytest.raises(ConfigError, match="data.spec"):
+        measure_schedule(replace(config, data=DataConfig(str(tmp_path / "gone.npy"), channels=1, shape=(24, 16))))
+
+
+def test_the_data_snr_schedule_is_measured_once_from_the_command_line_and_sampled_without_data(tmp_path):
+    """``--schedule data_snr`` with the built-in colour basis (chroma twice as fast): config.json
+    holds the table measured on the training data, and once the data are gone sample.py (and
+    this process) rebuild the run from it."""
+    from gendiff.bases import ColourBasis
+    from gendiff.schedules import DataSNRSchedule
+    photos = torch.stack([build_dataset("photos", size=16, channels=3)[k] for k in range(64)])
+    np.save(tmp_path / "photos.npy", photos.numpy())
+    recipe("lsun_blur.py", "--data", "photos.npy", "--channels", "3", "--basis", "colour", "--basis-args",
+           '{"spatial": "dct", "speeds": [1, 2, 2]}', "--schedule", "data_snr", "--model", "tiny", *TINY, "--steps",
+           "2", "--name", "snr", cwd=tmp_path)
+    ckpt = tmp_path / "runs" / "snr" / "last.ckpt"
+    saved = json.loads((ckpt.parent / "config.json").read_text())
+    colour = ColourBasis("dct", shape=(16, 16), speeds=[1, 2, 2])
+    assert saved["basis"] == colour.config()
+    want = DataSNRSchedule.from_data(colour, photos)
+    table = torch.tensor(saved["schedule"]["variance"], dtype=torch.float64)
+    torch.testing.assert_close(table, want.variance, rtol=1e-12, atol=0)
+    assert table.shape == (3, 16, 16) and table[0, 0, 0] > table[1:, 0, 0].max()  # the mean colour's luma varies most
+    (tmp_path / "photos.npy").unlink()  # from here on the run has no data
+    recipe("sample.py", "--ckpt", ckpt, "--n", "3", "--steps", "3", cwd=tmp_path)
+    run, x = library_samples(ckpt)
+    assert torch.equal(run.diffusion.schedule.variance, table)
+    assert (png_samples(ckpt.parent / "samples-unipc-3") - x).abs().max() <= 1 / 255 + 1e-6

@@ -15,6 +15,13 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
+def module_block(name: str) -> str:
+    """The page's python block that is the module ``name`` (it starts with ``# <name>``)."""
+    found = [b for b in python_blocks(DOC.read_text()) if b.startswith(f"# {name}\n")]
+    assert len(found) == 1, f"{DOC} should hold one python block starting with '# {name}'"
+    return found[0]
+
+
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")  # diffusers'
 def test_extending_md_runs_and_its_components_work(monkeypatch):
     blocks = python_blocks(DOC.read_text())
@@ -43,6 +50,20 @@ def test_extending_md_runs_and_its_components_work(monkeypatch):
     # the conditional network: trained with labels, sampled for one class and with a per-coordinate gate
     assert ns["sevens"].shape == ns["gated"].shape == (8, 1, 8, 8) and torch.isfinite(ns["gated"]).all()
     assert torch.isfinite(ns["closs"]) and not torch.allclose(ns["sevens"], ns["gated"])
+    # section 10: colour with chroma twice as fast, a 1-D and a 3-D model, each trained, sampled, evaluated
+    colour, snr = ns["colour"], ns["colour_run"].diffusion.schedule
+    assert ns["colour_run"].diffusion.basis.rates.equal(colour.rates) and snr.variance.shape == (3, 16, 16)
+    assert torch.equal(colour.rates[1:], 2 * colour.rates[:1].expand(2, -1, -1))
+    tau, moving = ns["tau"], colour.rates[0] > 0  # chroma's SNR crosses 1 before luma's at every frequency but 0
+    assert bool((tau[1:, moving] < tau[0, moving]).all()) and bool((tau[:, ~moving] == 0.75).all())
+    assert ns["rgb"].shape == (4, 3, 16, 16) and "swd_mean" in ns["rgb_report"]["summary"]
+    assert ns["sig"].shape == (4, 1, 64) and "spec_mean_abs" in ns["sig_report"]["summary"]
+    assert ns["vol"].shape == (4, 1, 8, 8, 8) and ns["vol_report"]["summary"] == {}
+    for key in ("sig_report", "vol_report"):
+        assert "defined for 2-D images" in ns[key]["per_seed"][0]["fid_unavailable"]
+    for key in ("sig_report", "vol_report"):
+        assert 0 < ns[key]["nll"]["posterior"]["bpd"] < float("inf")
+    assert ns["mine"].rates.shape == (3, 16, 16) and torch.equal(ns["mine"].rates[1], 3 * ns["mine"].rates[0])
 
 
 def test_the_blocks_are_found():

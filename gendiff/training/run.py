@@ -9,6 +9,7 @@ grids and figures, ``sample.py`` and ``evaluate.py`` go through it with a :class
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -23,12 +24,13 @@ from gendiff.guidance import SNRGate
 from gendiff.parameterization import build_parameterization
 from gendiff.priors import build_prior
 from gendiff.samplers import check_sampler_options
-from gendiff.schedules import build_schedule
+from gendiff.schedules import SCHEDULES, build_schedule
 
 from .config import MAX_N, ConfigError, DataConfig, Flag, Int, Num, RunConfig, Text, schema
 from .trust import require_trust
 
-__all__ = ["Run", "build_run", "event_shape", "SamplingConfig", "sampling_config", "run_sampling", "planned_steps", "sample_run"]
+__all__ = ["Run", "build_run", "measure_schedule", "event_shape", "SamplingConfig", "sampling_config", "run_sampling",
+           "planned_steps", "sample_run"]
 
 
 @schema
@@ -167,6 +169,39 @@ def build_run(config: RunConfig, trust_code: bool = False, *, diffusion: Diffusi
             model = _part(config, "model", _network)
     prior = prior if prior is not None else _part(config, "prior", lambda c: build_prior(c, loader))
     return Run(config, diffusion, model, loader, prior)
+
+
+# The examples a schedule measured from the data reads (the first ones of the training set).
+MEASURE_LIMIT = 50_000
+
+
+def measure_schedule(config: RunConfig, trust_code: bool = False, limit: int = MEASURE_LIMIT) -> RunConfig:
+    """``config`` with its schedule measured from the training data, when it is one that is.
+
+    The hook: a schedule class with a classmethod ``from_data(basis, data, **args)`` (e.g.
+    ``data_snr``, :meth:`~gendiff.schedules.DataSNRSchedule.from_data`) whose config lacks a
+    constructor argument without a default (its table) is built by ``from_data`` on the first
+    ``limit`` training examples, in the run's basis and value range, and recorded by its
+    ``config()``, table included: the run is then rebuilt without data (a checkpoint,
+    ``sample.py``, ``evaluate.py``, ``--config run.json``). Any other config is returned as it
+    is. The command line calls this once, before the run's config is written.
+
+    Raises:
+        ConfigError: the basis, the data or the measurement fail (naming the field);
+            :class:`~gendiff.training.trust.UntrustedCodeError` for untrusted import paths.
+    """
+    args = {k: v for k, v in config.schedule.items() if k != "name"}
+    require_trust({"schedule": config.schedule}, f"run {config.name!r}", trust_code)
+    cls = _part(config, "schedule", lambda c: SCHEDULES.resolve(c["name"]))
+    needed = [p.name for p in inspect.signature(cls).parameters.values()
+              if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if not callable(getattr(cls, "from_data", None)) or all(n in args for n in needed):
+        return config
+    require_trust({"basis": config.basis, "data": config.to_dict()["data"]}, f"run {config.name!r}", trust_code)
+    basis, data = _part(config, "basis", build_basis), _dataset(config)
+    examples = (data[k] for k in range(min(len(data), limit)))
+    schedule = _part(config, "schedule", lambda c: cls.from_data(basis, examples, **args))
+    return replace(config, schedule=schedule.config())
 
 
 def _part(config: RunConfig, kind: str, build: Callable[[dict], Any]):
