@@ -501,9 +501,9 @@ def _cond(current: CondConfig, given: dict, data) -> CondConfig:
         return CondConfig()
     if "num_classes" not in flags and current.kind != "classes":
         try:
-            flags["num_classes"] = len(class_labels(build_dataset(
-                data.spec, size=data.size, value_range=data.value_range, channels=data.channels))[0])
-        except (OSError, ValueError, RuntimeError) as e:
+            flags["num_classes"] = len(class_labels(build_dataset(  # as build_run will: the data's sides, args
+                data.spec, size=data.sides, value_range=data.value_range, channels=data.channels, args=data.args))[0])
+        except (OSError, ValueError, RuntimeError, ImportError) as e:
             raise ConfigError(f"--cond classes: {e}", "cond.kind") from None
     return replace(current, kind=kind, num_classes=flags.pop("num_classes", current.num_classes), **flags)
 
