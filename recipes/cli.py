@@ -49,7 +49,7 @@ from gendiff.training import (CheckpointError, CondConfig, NonFiniteLossError, R
 from gendiff.training.trainer import StoppedBeforeCheckpoint
 from gendiff.training.config import ConfigError
 from gendiff.training.loading import imported_code
-from gendiff.training.run import Run, build_run, measure_schedule, sample_run
+from gendiff.training.run import Run, build_run, sample_run
 from gendiff.training.rundir import check_run_place
 from gendiff.training.trust import require_trust
 
@@ -404,8 +404,9 @@ def configure(config: RunConfig, args) -> RunConfig:
     the data) or a custom network (``{"name": path, **model_args}``). ``--size``/``--shape``/
     ``--channels`` resize the data, the basis and the UNet (``--shape`` with 1 or 3 sides also
     sets the UNet's ``dims``); ``--data-args`` sets the data's keyword arguments. A schedule
-    measured from the data (``--schedule data_snr``) is measured here, once, on the training set
-    (:func:`~gendiff.training.run.measure_schedule`), so the config holds its table.
+    measured from the data (``--schedule data_snr``) is measured when the run is built
+    (:func:`~gendiff.training.run.build_run`, with the basis and data it builds once), so the
+    config the trainer writes holds its table.
     """
     with_file = bool(getattr(args, "config", None))
     if with_file:
@@ -436,7 +437,7 @@ def configure(config: RunConfig, args) -> RunConfig:
         config = replace(config, **out)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"the flags do not make a valid run: {e}") from e
-    return measure_schedule(config, trust_code=True)  # the user's flags: their code is trusted (check_run)
+    return config
 
 
 def _data(data, given: dict):

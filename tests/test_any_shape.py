@@ -550,6 +550,31 @@ def test_a_schedule_measured_from_the_data_is_measured_only_where_its_table_is_m
         measure_schedule(replace(config, data=DataConfig(str(tmp_path / "gone.npy"), channels=1, shape=(24, 16))))
 
 
+def test_build_run_measures_the_schedule_with_the_basis_and_data_it_builds_once(tmp_path, monkeypatch):
+    """A run whose schedule is measured from the data builds its basis and its training set once:
+    the measurement reads the ones build_run makes for the run anyway, and the run's config holds
+    the table (what the trainer writes)."""
+    import gendiff.training.run as run_module
+    from gendiff.schedules import DataSNRSchedule
+    img = np.random.default_rng(1).uniform(-1, 1, (10, 1, 24, 16)).astype(np.float32)
+    np.save(tmp_path / "img.npy", img)
+    config = replace(image_config(tmp_path, "img.npy"), schedule={"name": "data_snr"})
+    calls = {"basis": 0, "data": 0}
+
+    def counted(kind, build):
+        def wrapper(*a, **k):
+            calls[kind] += 1
+            return build(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(run_module, "build_basis", counted("basis", run_module.build_basis))
+    monkeypatch.setattr(run_module, "_dataset", counted("data", run_module._dataset))
+    built = build_run(config, check_dataset=True)
+    assert calls == {"basis": 1, "data": 1}
+    want = DataSNRSchedule.from_data(DCTBasis((24, 16)), torch.from_numpy(img))
+    assert built.config.schedule == want.config() and built.diffusion.schedule.config() == want.config()
+
+
 def test_the_data_snr_schedule_is_measured_once_from_the_command_line_and_sampled_without_data(tmp_path):
     """``--schedule data_snr`` with the built-in colour basis (chroma twice as fast): config.json
     holds the table measured on the training data, and once the data are gone sample.py (and

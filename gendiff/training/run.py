@@ -156,10 +156,14 @@ def build_run(config: RunConfig, trust_code: bool = False, *, diffusion: Diffusi
         (["model"] if model is not None else []) + (["prior"] if prior is not None else []) + \
         (["data"] if dataset is not None else [])
     require_trust({k: v for k, v in parts.items() if k not in skip}, f"run {config.name!r}", trust_code)
-    diffusion = diffusion or _diffusion(config)
+    data_config = config
+    loader = (lambda: dataset) if dataset is not None else functools.cache(lambda: _dataset(data_config))
+    if diffusion is None:
+        diffusion = _diffusion(config, loader)
+        if _measured(config):  # recorded with its table: the checkpoint is rebuilt without data
+            config = replace(config, schedule=diffusion.schedule.config())
     _check_shape(config, diffusion)
     _check_sampling(sampling_config(config), diffusion, event_shape(config.data))
-    loader = (lambda: dataset) if dataset is not None else functools.cache(lambda: _dataset(config))
     if check_dataset:  # before the network: a bad data path fails before a large model is allocated
         _check_first(config, loader())
         _check_classes(config, loader())
@@ -184,24 +188,39 @@ def measure_schedule(config: RunConfig, trust_code: bool = False, limit: int = M
     ``limit`` training examples, in the run's basis and value range, and recorded by its
     ``config()``, table included: the run is then rebuilt without data (a checkpoint,
     ``sample.py``, ``evaluate.py``, ``--config run.json``). Any other config is returned as it
-    is. The command line calls this once, before the run's config is written.
+    is. :func:`build_run` does the same with the basis and the data it builds anyway (the
+    command line relies on that); this is for a config wanted before any run is built.
 
     Raises:
         ConfigError: the basis, the data or the measurement fail (naming the field);
             :class:`~gendiff.training.trust.UntrustedCodeError` for untrusted import paths.
     """
-    args = {k: v for k, v in config.schedule.items() if k != "name"}
     require_trust({"schedule": config.schedule}, f"run {config.name!r}", trust_code)
-    cls = _part(config, "schedule", lambda c: SCHEDULES.resolve(c["name"]))
-    needed = [p.name for p in inspect.signature(cls).parameters.values()
-              if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if not callable(getattr(cls, "from_data", None)) or all(n in args for n in needed):
+    if not _measured(config):
         return config
     require_trust({"basis": config.basis, "data": config.to_dict()["data"]}, f"run {config.name!r}", trust_code)
     basis, data = _part(config, "basis", build_basis), _dataset(config)
+    return replace(config, schedule=_schedule(config, basis, data, limit).config())
+
+
+def _measured(config: RunConfig) -> bool:
+    """The schedule is measured from the data: its class has ``from_data`` and its config lacks
+    a required constructor argument (the table)."""
+    cls = _part(config, "schedule", lambda c: SCHEDULES.resolve(c["name"]))
+    needed = [p.name for p in inspect.signature(cls).parameters.values()
+              if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return callable(getattr(cls, "from_data", None)) and not all(n in config.schedule for n in needed)
+
+
+def _schedule(config: RunConfig, basis, data=None, limit: int = MEASURE_LIMIT):
+    """The run's schedule: from its config, or measured by ``from_data`` on the first ``limit``
+    examples of ``data`` in ``basis`` (``data`` given only when :func:`_measured`)."""
+    if data is None:
+        return _part(config, "schedule", build_schedule)
+    args = {k: v for k, v in config.schedule.items() if k != "name"}
+    cls = SCHEDULES.resolve(config.schedule["name"])
     examples = (data[k] for k in range(min(len(data), limit)))
-    schedule = _part(config, "schedule", lambda c: cls.from_data(basis, examples, **args))
-    return replace(config, schedule=schedule.config())
+    return _part(config, "schedule", lambda c: cls.from_data(basis, examples, **args))
 
 
 def _part(config: RunConfig, kind: str, build: Callable[[dict], Any]):
@@ -220,9 +239,11 @@ def _network(cfg: dict) -> nn.Module:
     return build_network(cfg)
 
 
-def _diffusion(config: RunConfig) -> Diffusion:
+def _diffusion(config: RunConfig, loader: Callable[[], Any] | None = None) -> Diffusion:
+    """The diffusion of ``config``; a schedule measured from the data reads it from ``loader``
+    (the run's own training set, built once), in the basis built here."""
     basis = _part(config, "basis", build_basis)
-    schedule = _part(config, "schedule", build_schedule)
+    schedule = _schedule(config, basis, loader() if loader is not None and _measured(config) else None)
     param = _part(config, "parameterization", build_parameterization)
     try:
         return Diffusion(basis, schedule, parameterization=param, last_train_step=config.train.last_train_step)
