@@ -44,6 +44,7 @@ from gendiff.training import open_run, steps_taken
 from gendiff.training.config import ConfigError
 from gendiff.training.rundir import RunDirError, check_run_place
 from gendiff.training.run import SamplingConfig, planned_steps, run_sampling, sample_run
+from gendiff.training.samples import folder_name
 from gendiff.value_range import map_range
 
 __all__ = ["evaluate_checkpoint", "evaluate_folder", "format_table", "bits_per_dim", "sample_metrics", "draw_samples",
@@ -168,7 +169,7 @@ def evaluate_checkpoint(ckpt, *, n=None, seeds=(0, 1, 2), sampler=None, steps=No
               "(as LSUN FID usually is); pass --ref for held-out images")
     ref = held_out(ref_spec or d.spec, d.sides, d.value_range, d.channels, ref_limit, None if ref_spec else d.args)
     n = n or len(ref)
-    out = report_folder(out or Path(ckpt).parent / f"eval-{sampler.replace(':', '.').replace('/', '.')}-{steps_run}")
+    out = report_folder(out or Path(ckpt).parent / folder_name(sampler, steps_run, steps_run, prefix="eval"))
     per_seed, first = [], None
     for seed in seeds:
         x = draw_samples(run, n, seed, sampling, batch_size, requested=asked)

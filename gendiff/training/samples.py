@@ -38,10 +38,10 @@ class Counted:
         return self.model(*a, **k)
 
 
-def folder_name(sampler: str, steps: int | None, start: int) -> str:
-    """``samples-<sampler>-<steps>``, one folder name whatever the sampler's name (an import path's
+def folder_name(sampler: str, steps: int | None, start: int, prefix: str = "samples") -> str:
+    """``<prefix>-<sampler>-<steps>``, one folder name whatever the sampler's name (an import path's
     ':' and '/' become '.'); ``steps`` None means all steps from ``start``."""
-    return f"samples-{sampler.replace(':', '.').replace('/', '.')}-{start if steps is None else steps}"
+    return f"{prefix}-{sampler.replace(':', '.').replace('/', '.')}-{start if steps is None else steps}"
 
 
 def write_samples(run: Run, sampling: SamplingConfig, n: int, out: str | Path | None = None, *,
